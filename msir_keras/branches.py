@@ -1,0 +1,94 @@
+"""The three recurrent branches of MSIR, each a functional Keras submodel.
+
+Every branch takes `[features, lengths]`: features z-scored and zero on the
+padded frames, lengths (B,) the valid frame counts. Each returns one
+utterance-level vector.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from msir_keras.layers import AttentionPooling, MaskFrames, MaskFromLengths, PooledLengths
+
+
+def _inputs(name, feature_shape):
+    features = keras.Input(shape=(None, *feature_shape), name=f"{name}_features")
+    lengths = keras.Input(shape=(), dtype="int32", name=f"{name}_lengths")
+    return features, lengths
+
+
+def cr_branch(
+    feature_shape=(40, 2),
+    conv_filters=(128, 256, 256, 256, 256, 256),
+    conv_kernel=(5, 3),
+    pool_size=2,
+    dense_units=768,
+    lstm_units=128,
+    leaky_relu_slope=0.01,
+    batch_norm_momentum=0.99,
+    weight_decay=1e-3,
+    name="cr_branch",
+):
+    """The convolutional recurrent branch (paper eqs. 1-3; ACRNN).
+
+    Conv2D (time x frequency) + batch norm + Leaky-ReLU blocks, one
+    max-pooling of `pool_size` after the first, a time-distributed dense
+    layer, a Bi-LSTM with concatenated directions and attention pooling.
+    Padded frames are zeroed after every block, so the 'same' convolutions
+    see the zeros they would see at the end of an unpadded utterance.
+
+    Returns:
+        A keras.Model `[(B, T, W, K), (B,)] -> (B, 2 * lstm_units)`.
+    """
+    features, lengths = _inputs(name, feature_shape)
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    x, valid = features, lengths
+    for index, filters in enumerate(conv_filters):
+        x = layers.Conv2D(
+            filters, conv_kernel, padding="same", kernel_regularizer=regularizer,
+            name=f"conv{index + 1}",
+        )(x)
+        x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"bn{index + 1}")(x)
+        x = layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"leaky_relu{index + 1}")(x)
+        if index == 0:
+            # Padding must never win the max: fill it with the lowest value first.
+            x = MaskFrames("min", name="pool_padding")(x, valid)
+            x = layers.MaxPooling2D(pool_size, strides=pool_size, padding="same", name="pool")(x)
+            valid = PooledLengths(pool_size, name="pooled_lengths")(valid)
+        x = MaskFrames(0.0, name=f"mask{index + 1}")(x, valid)
+    frequency = -(-feature_shape[0] // pool_size)
+    x = layers.Reshape((-1, frequency * conv_filters[-1]), name="flatten_frequency")(x)
+    x = layers.Dense(dense_units, name="frame_dense")(x)
+    mask = MaskFromLengths(name="padding_mask")([valid, x])
+    x = layers.Bidirectional(
+        layers.LSTM(lstm_units, return_sequences=True), merge_mode="concat", name="bilstm"
+    )(x, mask=mask)
+    x = AttentionPooling(name="attention")(x, padding_mask=mask)
+    return keras.Model([features, lengths], x, name=name)
+
+
+def recurrent_branch(feature_dim, lstm_units=128, name="lld_branch"):
+    """The LLD and wav2vec branches (paper eqs. 4-5): Bi-LSTM, directions summed, attention.
+
+    Returns:
+        A keras.Model `[(B, T, feature_dim), (B,)] -> (B, lstm_units)`.
+    """
+    features, lengths = _inputs(name, (feature_dim,))
+    mask = MaskFromLengths(name="padding_mask")([lengths, features])
+    x = layers.Bidirectional(
+        layers.LSTM(lstm_units, return_sequences=True), merge_mode="sum", name="bilstm"
+    )(features, mask=mask)
+    x = AttentionPooling(name="attention")(x, padding_mask=mask)
+    return keras.Model([features, lengths], x, name=name)
+
+
+def lld_branch(feature_dim=195, lstm_units=128):
+    """The low-level descriptor branch over openSMILE LLDs (eq. 4)."""
+    return recurrent_branch(feature_dim, lstm_units, name="lld_branch")
+
+
+def wav2vec_branch(feature_dim=768, lstm_units=128):
+    """The wav2vec branch over frozen wav2vec 2.0 hidden states (eq. 5)."""
+    return recurrent_branch(feature_dim, lstm_units, name="wav2vec_branch")

@@ -1,0 +1,301 @@
+"""The `msir` command: inspect, extract, run, train, evaluate, export, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DEFAULT_STORE = "feature-store"
+
+
+def _quiet_tensorflow():
+    # The CLI (not the library) silences TensorFlow's start-up notices.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _wav2vec2_source(text):
+    return None if text is None or text.lower() in ("off", "none") else text
+
+
+def _corpus_arguments(parser, required=True):
+    parser.add_argument("--corpus", required=required, choices=["emodb", "iemocap", "manifest"])
+    parser.add_argument(
+        "--root", required=required,
+        help="the corpus folder (EmoDB: the folder holding wav/; IEMOCAP: IEMOCAP_full_release), "
+        "or the manifest CSV",
+    )
+
+
+def _feature_arguments(parser, wav2vec2_default):
+    parser.add_argument("--store", default=DEFAULT_STORE, help="feature cache folder (default: %(default)s)")
+    parser.add_argument(
+        "--wav2vec2", default=wav2vec2_default,
+        help="wav2vec 2.0 hub id or local checkpoint folder; 'off' leaves the wav2vec branch out "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--wav2vec2-layer", type=int, default=None, help="hidden layer (default: last)")
+    parser.add_argument("--logmel-deltas", type=int, default=1, choices=[0, 1, 2],
+                        help="1: 2D log-Mels (paper), 2: 3D (ACRNN)")
+    parser.add_argument("--lld-deltas", type=int, default=2, choices=[0, 1, 2],
+                        help="2: 3D-LLD (paper), 1: 2D, 0: 1D")
+
+
+def cmd_inspect(args):
+    from msir_keras.corpora import load_corpus
+
+    corpus = load_corpus(args.corpus, args.root, emotions=args.emotions)
+    counts = corpus.counts()
+    if args.csv:
+        corpus.utterances.to_csv(args.csv, index=False)
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    print(f"{counts['corpus']}: {counts['total']} utterances")
+    for key in ("by_label", "by_session", "by_speaker"):
+        if counts[key]:
+            print(f"  {key[3:]:<8} " + ", ".join(f"{k} {v}" for k, v in counts[key].items()))
+    if counts["skipped"]:
+        print(f"  skipped {len(counts['skipped'])}:")
+        for entry in counts["skipped"][: args.show_skipped]:
+            print(f"    {entry['where']}: {entry['reason']}")
+        if len(counts["skipped"]) > args.show_skipped:
+            print(f"    ... {len(counts['skipped']) - args.show_skipped} more (--json lists all)")
+    for warning in counts["warnings"]:
+        print(f"WARNING: {warning}")
+    if args.csv:
+        print(f"utterance table written to {args.csv}")
+    return 0
+
+
+def cmd_extract(args):
+    from msir_keras.corpora import load_corpus
+    from msir_keras.features import FeatureStore, baseline_extractor, branch_extractors, parse_shard
+
+    wanted = [name.strip() for name in args.features.split(",") if name.strip()]
+    corpus = load_corpus(args.corpus, args.root, emotions=args.emotions)
+    for warning in corpus.warnings:
+        print(f"WARNING: {warning}")
+    source = _wav2vec2_source(args.wav2vec2)
+    if "w2v" in wanted and source is None:
+        wanted.remove("w2v")
+        print("wav2vec2 off: no wav2vec 2.0 features extracted")
+    branch = branch_extractors(
+        {"deltas": args.logmel_deltas}, {"deltas": args.lld_deltas},
+        {"source": source, "layer": args.wav2vec2_layer} if "w2v" in wanted else None,
+    )
+    extractors = []
+    for name in wanted:
+        if name in branch:
+            extractors.append(branch[name])
+        elif name in ("compare", "egemaps"):
+            extractors.append(baseline_extractor(name))
+        else:
+            raise ValueError(f"--features: unknown {name!r}; choose from logmel,lld,w2v,compare,egemaps")
+    if "w2v" in wanted:
+        branch["w2v"].batch_size = args.batch_size
+        branch["w2v"].key()  # resolves the checkpoint now: fail before any work
+    shard = parse_shard(args.shard) if args.shard else None
+    paths = corpus.utterances["path"].tolist()
+    print(f"{corpus.name}: {len(paths)} files, features {', '.join(e.name for e in extractors)} "
+          f"-> {args.store}" + (f" (shard {args.shard})" if shard else ""))
+    summary = FeatureStore(args.store).extract(paths, extractors, shard=shard, progress=True)
+    print(summary)
+    return 1 if summary.failed and not (summary.computed or summary.cached) else 0
+
+
+def _experiment_config(args, **fixed):
+    from msir_keras.experiment import ExperimentConfig
+
+    values = dict(
+        corpus=args.corpus,
+        root=args.root,
+        preset=args.preset,
+        wav2vec2=_wav2vec2_source(args.wav2vec2),
+        wav2vec2_layer=args.wav2vec2_layer,
+        logmel={"deltas": args.logmel_deltas},
+        lld={"deltas": args.lld_deltas},
+        store=args.store,
+        epochs=args.epochs,
+        patience=args.patience,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    values.update(fixed)
+    return ExperimentConfig(**values)
+
+
+def _run(config, out):
+    from msir_keras.experiment import run_experiment
+
+    if config.model == "msir" and "w2v" not in config.branches:
+        print("NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on log-Mels and LLDs only; "
+              "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model")
+    elif config.model == "msir":
+        config.extractors()["w2v"].key()  # fail at once on an unreachable checkpoint
+    run_experiment(config, out)
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_run(args):
+    config = _experiment_config(args, split="speakers", task="classification")
+    return _run(config, args.out)
+
+
+def cmd_train(args):
+    from msir_keras.model import BRANCHES
+
+    branches = tuple(b.strip() for b in args.branches.split(","))
+    unknown = [b for b in branches if b not in BRANCHES]
+    if unknown:
+        raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(BRANCHES)}")
+    config = _experiment_config(
+        args,
+        task=args.task,
+        targets=tuple(args.emotion) if args.emotion else ("angry", "happy", "neutral", "sad"),
+        model=args.model,
+        branches=branches,
+        loss=args.loss,
+        zeta=args.zeta,
+        theta=args.theta,
+        split=args.split,
+        n_folds=args.folds,
+        validation=args.validation,
+        validation_by=args.validation_by,
+    )
+    return _run(config, args.out)
+
+
+def cmd_evaluate(args):
+    from msir_keras.evaluate import evaluate_run
+
+    evaluate_run(args.run, corpus=args.corpus, root=args.root, store=args.store, out=args.out)
+    return 0
+
+
+def cmd_export(args):
+    from msir_keras.export import export_run
+
+    for folder in export_run(args.model, args.out):
+        print(f"SavedModel written to {folder}")
+    return 0
+
+
+def cmd_predict(args):
+    from msir_keras.export import Detector
+
+    detector = Detector(args.model, fold=args.fold, threshold=args.threshold, wav2vec2=args.wav2vec2)
+    table = detector.predict(args.files)
+    if args.json:
+        print(json.dumps(table.to_dict(orient="records"), indent=2))
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _training_arguments(parser):
+    parser.add_argument("--preset", default="small", choices=["small", "paper"])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=20, help="epochs without a better val_uar")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="msir", description="MSIR speech emotion detection (Wu et al., IEICE 2024) in Keras."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="count what a corpus loader finds, before extracting")
+    _corpus_arguments(inspect)
+    inspect.add_argument("--emotions", default="four", choices=["four", "all"])
+    inspect.add_argument("--json", action="store_true", help="print the counts as JSON")
+    inspect.add_argument("--csv", help="write the utterance table to this CSV file")
+    inspect.add_argument("--show-skipped", type=int, default=10)
+    inspect.set_defaults(run=cmd_inspect)
+
+    extract = commands.add_parser("extract", help="compute (once) the features of a corpus into the store")
+    _corpus_arguments(extract)
+    _feature_arguments(extract, "facebook/wav2vec2-base-960h")
+    extract.add_argument("--emotions", default="all", choices=["four", "all"])
+    extract.add_argument("--features", default="logmel,lld,w2v",
+                         help="comma list of logmel,lld,w2v,compare,egemaps (default: %(default)s)")
+    extract.add_argument("--shard", help="i/n: extract only the i-th of n shares (1-based)")
+    extract.add_argument("--batch-size", type=int, default=8, help="wav2vec 2.0 utterances per batch")
+    extract.set_defaults(run=cmd_extract)
+
+    run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
+    _corpus_arguments(run)
+    _feature_arguments(run, "facebook/wav2vec2-base-960h")
+    _training_arguments(run)
+    run.set_defaults(run=cmd_run)
+
+    train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")
+    _corpus_arguments(train)
+    _feature_arguments(train, "facebook/wav2vec2-base-960h")
+    _training_arguments(train)
+    train.add_argument("--task", default="classification", choices=["classification", "detection"])
+    train.add_argument("--emotion", action="append", choices=["angry", "happy", "neutral", "sad"],
+                       help="detection target (repeat; default: all four)")
+    train.add_argument("--model", default="msir", choices=["msir", "svm-compare", "svm-egemaps"])
+    train.add_argument("--branches", default="cr,lld,w2v", help="MSIR branches (default: %(default)s)")
+    train.add_argument("--loss", default="focal", choices=["focal", "crossentropy"])
+    train.add_argument("--zeta", type=float, default=None,
+                       help="focal weighting (default: the paper's per emotion for detection, 0.25 otherwise)")
+    train.add_argument("--theta", type=float, default=2.0, help="focal focusing factor")
+    train.add_argument("--split", default="speakers", choices=["speakers", "session", "loso"])
+    train.add_argument("--folds", type=int, default=5, help="leave-speakers-out folds")
+    train.add_argument("--validation", type=float, default=0.2, help="share of training data for validation")
+    train.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test a run's models again, or on another corpus")
+    evaluate.add_argument("run", help="a run folder")
+    _corpus_arguments(evaluate, required=False)
+    evaluate.add_argument("--store", default=DEFAULT_STORE)
+    evaluate.add_argument("--out", default=None, help="where to write (default: RUN/evaluation-<corpus>)")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")
+    export.add_argument("model", help="a run folder or one fold's folder")
+    export.add_argument("--out", required=True, help="the export folder")
+    export.set_defaults(run=cmd_export)
+
+    predict = commands.add_parser("predict", help="per-emotion probabilities of audio files")
+    predict.add_argument("files", nargs="+", help="audio files")
+    predict.add_argument("--model", required=True, help="a run folder, an export, or a fold folder")
+    predict.add_argument("--fold", default=None, help="use one fold's model (default: average all)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="detection decision threshold")
+    predict.add_argument("--wav2vec2", default=None, help="where the model's wav2vec 2.0 checkpoint is now")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(run=cmd_predict)
+    return parser
+
+
+def main(argv=None):
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    if getattr(args, "out", "") is None and args.command in ("run", "train"):
+        model = getattr(args, "model", "msir")
+        args.out = os.path.join("runs", f"{args.corpus}-{model}")
+    from msir_keras.audio import AudioError
+    from msir_keras.corpora import CorpusError
+    from msir_keras.features import CheckpointError, ConfigError, MissingFeaturesError
+
+    try:
+        return args.run(args)
+    except (AudioError, CorpusError, CheckpointError, ConfigError, MissingFeaturesError,
+            FileNotFoundError, ValueError) as error:
+        print(f"msir {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Experiments: corpus -> cached features -> speaker-independent folds -> train, select, test.
+
+One function, `run_experiment`, runs MSIR (any branch subset, focal or
+cross-entropy loss) or an SVM baseline on a corpus, for 4-class
+classification or one-vs-rest detection, and writes a run folder::
+
+    config.json             the ExperimentConfig it ran with
+    metrics.json            per-fold and mean figures
+    results.md              the same as a table
+    <target>/<fold>/        model.keras, normalization.json, history.csv,
+                            predictions.csv, metrics.json, confusion.png
+
+The epoch (MSIR) or C (SVM) is chosen on the validation part, drawn from the
+training speakers; the test speakers are only ever predicted once, at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
+from msir_keras.features import (
+    DEFAULT_CHECKPOINT,
+    FeatureStore,
+    baseline_extractor,
+    branch_extractors,
+)
+from msir_keras.features.base import ConfigError
+from msir_keras.metrics import classification_report, detection_report, mean_reports
+
+# The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
+PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
+MODELS = ("msir", "svm-compare", "svm-egemaps")
+TASKS = ("classification", "detection")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything an experiment runs with; written as config.json in its run folder.
+
+    Args:
+        corpus: "emodb", "iemocap" or "manifest".
+        root: str. The corpus folder (or the manifest CSV).
+        task: "classification" (one 4-way model) or "detection" (one
+            positive-vs-rest detector per emotion in `targets`).
+        targets: tuple of str. The emotions to detect (detection only).
+        model: "msir", "svm-compare" or "svm-egemaps".
+        preset: "small" or "paper" (MSIR sizes).
+        branches: tuple of "cr", "lld", "w2v".
+        model_options: dict. MSIR arguments over the preset.
+        logmel, lld: dict. Extractor settings over the defaults (e.g.
+            {"deltas": 2} for ACRNN's 3D log-Mels, {"deltas": 0} for 1D-LLD).
+        wav2vec2: str or None. Hub id or local folder; None turns the
+            wav2vec branch off.
+        wav2vec2_layer: int or None. Hidden layer (None: the last).
+        loss: "focal" or "crossentropy".
+        zeta: float, list or None. Focal weighting. None: for detection the
+            paper's value per emotion (PAPER_ZETA) on the positive class;
+            for classification 0.25 on every class.
+        theta: float, defaults to 2.
+        learning_rate: float, defaults to 1e-3 (from the paper's grid).
+        batch_size: int, defaults to 64. epochs: int, defaults to 100.
+        patience: int, defaults to 20 epochs without a better val_uar.
+        split: "speakers" (n_folds leave-speakers-out folds), "session"
+            (IEMOCAP 1-4 / 5) or "loso".
+        validation: float, defaults to 0.2. Share of the training part held out.
+        validation_by: "utterances" or "speakers" (whole training speakers).
+        seed: int. store: str, the feature store's folder.
+    """
+
+    corpus: str = "emodb"
+    root: str = ""
+    task: str = "classification"
+    targets: tuple = FOUR_CLASSES
+    model: str = "msir"
+    preset: str = "small"
+    branches: tuple = ("cr", "lld", "w2v")
+    model_options: dict = dataclasses.field(default_factory=dict)
+    logmel: dict = dataclasses.field(default_factory=dict)
+    lld: dict = dataclasses.field(default_factory=dict)
+    wav2vec2: str | None = DEFAULT_CHECKPOINT
+    wav2vec2_layer: int | None = None
+    loss: str = "focal"
+    zeta: float | list | None = None
+    theta: float = 2.0
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 100
+    patience: int = 20
+    split: str = "speakers"
+    n_folds: int = 5
+    validation: float = 0.2
+    validation_by: str = "utterances"
+    seed: int = 0
+    store: str = "feature-store"
+
+    def __post_init__(self):
+        self.targets = tuple(self.targets)
+        self.branches = tuple(self.branches)
+        if self.wav2vec2 is None:
+            self.branches = tuple(b for b in self.branches if b != "w2v")
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("model", self.model, MODELS),
+            ("loss", self.loss, ("focal", "crossentropy")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown experiment setting(s) {unknown}")
+        return cls(**values)
+
+    def save(self, path):
+        with open(path, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as handle:
+            return cls.from_dict(json.load(handle))
+
+    def extractors(self):
+        """The feature extractors of this experiment, by model input name."""
+        if self.model != "msir":
+            name = self.model.split("-", 1)[1]
+            return {name: baseline_extractor(name)}
+        wav2vec2 = None
+        if "w2v" in self.branches:
+            wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
+        extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
+        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+        return {wanted[b]: extractors[wanted[b]] for b in self.branches}
+
+    def zeta_for(self, target):
+        """The focal weighting of one target's loss (see `zeta`)."""
+        if self.task == "detection":
+            z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
+            return [1.0 - z, z]
+        return 0.25 if self.zeta is None else self.zeta
+
+
+def prepare(config, log=print):
+    """Loads the corpus, extracts (or reads cached) features, makes the folds.
+
+    Files whose extraction fails are left out of the experiment and listed;
+    everything extracted before stays in the store.
+
+    Returns:
+        (utterance table, FeatureSet, list of Fold, extraction summary).
+    """
+    from msir_keras.data import FeatureSet
+
+    corpus = load_corpus(config.corpus, config.root, emotions="four")
+    for warning in corpus.warnings:
+        log(f"WARNING: {warning}")
+    table = corpus.utterances
+    extractors = config.extractors()
+    store = FeatureStore(config.store)
+    summary = store.extract(table["path"], list(extractors.values()), progress=True)
+    log(f"features: {summary}")
+    if summary.failed:
+        failed = {path for path, _ in summary.failed}
+        table = table[~table["path"].isin(failed)].reset_index(drop=True)
+        log(f"{len(failed)} file(s) left out of this experiment; {len(table)} remain")
+    data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
+    folds = make_folds(
+        table,
+        config.split,
+        n_folds=config.n_folds,
+        validation=config.validation,
+        seed=config.seed,
+        by=config.validation_by,
+    )
+    return table, data, folds, summary
+
+
+def target_labels(config, table, target):
+    """(labels, class names) of one target: the 4 classes, or an emotion vs the rest."""
+    if config.task == "classification":
+        return class_labels(table, FOUR_CLASSES), list(FOUR_CLASSES)
+    return detection_labels(table, target), [f"not-{target}", target]
+
+
+def build_msir(config, num_classes, class_names, data):
+    """An MSIR model shaped for `data`'s features, with the experiment's settings."""
+    from msir_keras.model import MSIR
+
+    shapes = {name: arrays[0].shape[1:] for name, arrays in data.features.items()}
+    options = dict(config.model_options)
+    if "logmel" in shapes:
+        options["logmel_shape"] = shapes["logmel"]
+    if "lld" in shapes:
+        options["lld_dim"] = shapes["lld"][0]
+    if "w2v" in shapes:
+        options["w2v_dim"] = shapes["w2v"][0]
+    feature_config = {name: {"extractor": e.name, "config": e.get_config()}
+                      for name, e in config.extractors().items()}
+    return MSIR.from_preset(
+        config.preset,
+        num_classes=num_classes,
+        branches=config.branches,
+        class_names=class_names,
+        feature_config=feature_config,
+        **options,
+    )
+
+
+def compile_msir(model, config, target, learning_rate=None):
+    import keras
+
+    from msir_keras.losses import FocalLoss
+
+    if config.loss == "focal":
+        loss = FocalLoss(zeta=config.zeta_for(target), theta=config.theta)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
+        loss=loss,
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_msir(config, data, fold, labels, class_names, target, folder=None, verbose=0):
+    """Trains MSIR on one fold; the weights of the best validation-UAR epoch are kept.
+
+    Returns:
+        (model, history DataFrame).
+    """
+    import keras
+
+    from msir_keras.metrics import ValidationUAR
+
+    keras.utils.set_random_seed(config.seed)
+    labelled = data.with_labels(labels)
+    train, valid = labelled.subset(fold.train), labelled.subset(fold.validation)
+    model = build_msir(config, len(class_names), class_names, data)
+    model.set_normalization(train.fit_normalization())
+    compile_msir(model, config, target)
+    callbacks = [
+        ValidationUAR(valid.predict_fn(config.batch_size), len(class_names)),
+        keras.callbacks.EarlyStopping(
+            monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
+        ),
+    ]
+    history = model.fit(
+        train.dataset(config.batch_size, shuffle=True, seed=config.seed),
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return model, pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+
+
+def _fit_baseline(config, data, fold, labels):
+    from msir_keras.baselines import fit_svm
+
+    name = next(iter(data.features))
+    x = np.stack(data.features[name])
+    model, best_c, scores = fit_svm(
+        x[fold.train], labels[fold.train], x[fold.validation], labels[fold.validation],
+        seed=config.seed,
+    )
+    predicted = model.predict(x[fold.test])
+    history = pd.DataFrame({"C": list(scores), "val_uar": list(scores.values())})
+    return predicted, None, history, {"C": best_c}
+
+
+def _report(config, y_true, y_pred, class_names):
+    if config.task == "classification":
+        return classification_report(y_true, y_pred, class_names)
+    return detection_report(y_true, y_pred)
+
+
+def run_fold(config, table, data, fold, target, folder, log=print):
+    """Trains and tests one target on one fold, writing its folder. Returns its report."""
+    from msir_keras.plots import plot_confusion
+
+    os.makedirs(folder, exist_ok=True)
+    labels, class_names = target_labels(config, table, target)
+    if config.model == "msir":
+        model, history = train_msir(config, data, fold, labels, class_names, target)
+        probabilities = data.subset(fold.test).predict(model, config.batch_size)
+        predicted = probabilities.argmax(axis=-1)
+        model.save(os.path.join(folder, "model.keras"))
+        statistics = model.get_normalization()
+        with open(os.path.join(folder, "normalization.json"), "w") as handle:
+            json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},
+                      handle)
+        extra = {"best_epoch": int(history["val_uar"].idxmax()) + 1, "epochs_run": len(history)}
+    else:
+        predicted, probabilities, history, extra = _fit_baseline(config, data, fold, labels)
+    history.to_csv(os.path.join(folder, "history.csv"), index=False)
+    test = table.iloc[fold.test]
+    predictions = pd.DataFrame({
+        "path": test["path"].to_numpy(),
+        "speaker": test["speaker"].to_numpy(),
+        "label": [class_names[i] for i in labels[fold.test]],
+        "predicted": [class_names[i] for i in predicted],
+    })
+    if probabilities is not None:
+        for index, name in enumerate(class_names):
+            predictions[f"p_{name}"] = probabilities[:, index]
+    predictions.to_csv(os.path.join(folder, "predictions.csv"), index=False)
+    report = _report(config, labels[fold.test], predicted, class_names)
+    report.update(fold=fold.to_dict(table), **extra)
+    with open(os.path.join(folder, "metrics.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    plot_confusion(report["confusion"], class_names, os.path.join(folder, "confusion.png"),
+                   title=f"{config.model} {target}, {fold.name}: UAR {report['uar']:.1%}")
+    log(f"  {target:>14} {fold.name:<22} UAR {report['uar']:.3f}  "
+        + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
+           if config.task == "classification"
+           else f"TPR {report['sensitivity']:.3f}  TNR {report['specificity']:.3f}  F1 {report['f1']:.3f}"))
+    return report
+
+
+def run_experiment(config, out, log=print):
+    """Runs an experiment end to end and writes its run folder (see the module doc).
+
+    Returns:
+        The metrics dict written to `out/metrics.json`.
+    """
+    os.makedirs(out, exist_ok=True)
+    config.save(os.path.join(out, "config.json"))
+    table, data, folds, summary = prepare(config, log)
+    if summary.failed:
+        with open(os.path.join(out, "extraction_failures.json"), "w") as handle:
+            json.dump(summary.to_dict()["failed"], handle, indent=2)
+    targets = ["classification"] if config.task == "classification" else list(config.targets)
+    log(f"{config.model} ({config.preset}, branches {'+'.join(config.branches)}) on {config.corpus}: "
+        f"{len(table)} utterances, {len(folds)} fold(s), task {config.task}")
+    results = {}
+    for target in targets:
+        reports = {
+            fold.name: run_fold(config, table, data, fold, target, os.path.join(out, target, fold.name), log)
+            for fold in folds
+        }
+        results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
+    metrics = summarise(config, results)
+    with open(os.path.join(out, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    table_text = results_table(metrics)
+    with open(os.path.join(out, "results.md"), "w") as handle:
+        handle.write(table_text + "\n")
+    log(table_text)
+    return metrics
+
+
+def summarise(config, results):
+    """The run's metrics.json: per-fold and mean figures (and per emotion)."""
+    if config.task == "classification":
+        result = results["classification"]
+        figures = lambda r: {  # noqa: E731
+            "uar": r["uar"], "wa": r["wa"], "macro_f1": r["macro_f1"],
+            "per_emotion": {k: {"sensitivity": v["sensitivity"], "specificity": v["specificity"],
+                                "f1": v["f1"]} for k, v in r["per_class"].items()},
+        }
+        return {
+            "task": "classification",
+            "model": config.model,
+            "folds": {name: figures(r) for name, r in result["folds"].items()},
+            "mean": figures(result["mean"]),
+            "confusion": result["mean"]["confusion"],
+            "class_names": list(FOUR_CLASSES),
+        }
+    figures = lambda r: {k: r[k] for k in ("uar", "sensitivity", "specificity", "f1", "wa")}  # noqa: E731
+    emotions = {
+        target: {"folds": {n: figures(r) for n, r in res["folds"].items()}, "mean": figures(res["mean"])}
+        for target, res in results.items()
+    }
+    overall = {k: float(np.mean([e["mean"][k] for e in emotions.values()]))
+               for k in ("uar", "sensitivity", "specificity", "f1", "wa")}
+    return {"task": "detection", "model": config.model, "emotions": emotions, "mean": overall}
+
+
+def results_table(metrics):
+    """A markdown table of the per-fold and mean figures."""
+    if metrics["task"] == "classification":
+        emotions = metrics["class_names"]
+        header = ["fold", "UAR", "WA", "macro-F1"] + [f"{e} TPR/TNR" for e in emotions]
+        rows = []
+        for name, r in list(metrics["folds"].items()) + [("mean", metrics["mean"])]:
+            rows.append([name, f"{r['uar']:.3f}", f"{r['wa']:.3f}", f"{r['macro_f1']:.3f}"]
+                        + [f"{r['per_emotion'][e]['sensitivity']:.2f}/{r['per_emotion'][e]['specificity']:.2f}"
+                           for e in emotions])
+    else:
+        header = ["emotion", "fold", "UAR", "TPR", "TNR", "F1"]
+        rows = []
+        for emotion, result in metrics["emotions"].items():
+            for name, r in list(result["folds"].items()) + [("mean", result["mean"])]:
+                rows.append([emotion, name] + [f"{r[k]:.3f}" for k in ("uar", "sensitivity", "specificity", "f1")])
+        r = metrics["mean"]
+        rows.append(["all", "mean"] + [f"{r[k]:.3f}" for k in ("uar", "sensitivity", "specificity", "f1")])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""Feature extractors (log-Mels, openSMILE LLDs and functionals, wav2vec 2.0) and their cache."""
+
+from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
+from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
+from msir_keras.features.logmel import LogMel, LogMelConfig
+from msir_keras.features.store import (
+    ExtractionSummary,
+    FeatureStore,
+    MissingFeaturesError,
+    parse_shard,
+)
+from msir_keras.features.wav2vec import (
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    Wav2Vec2,
+    Wav2Vec2Config,
+    save_random_checkpoint,
+)
+
+EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2)}
+
+
+def extractor_from_config(name, config):
+    """Rebuilds an extractor from its name and `get_config()` dict."""
+    if name not in EXTRACTORS:
+        raise ConfigError(f"unknown extractor {name!r}; known: {sorted(EXTRACTORS)}")
+    return EXTRACTORS[name].from_config(config)
+
+
+# The model's input names and the features that feed them.
+INPUTS = ("logmel", "lld", "w2v")
+
+
+def branch_extractors(logmel=None, lld=None, wav2vec2=None):
+    """The extractors of MSIR's three inputs, by input name; a None input is off.
+
+    Args:
+        logmel: dict or LogMelConfig or None. Defaults to the paper's 2D log-Mels.
+        lld: dict or LLDConfig or None. Defaults to the paper's 3D-LLD.
+        wav2vec2: str (hub id or folder), dict, Wav2Vec2Config, or None to
+            leave the wav2vec branch out.
+    """
+    extractors = {"logmel": LogMel(logmel), "lld": LLD(lld)}
+    if wav2vec2 is not None:
+        if isinstance(wav2vec2, str):
+            wav2vec2 = {"source": wav2vec2}
+        extractors["w2v"] = Wav2Vec2(wav2vec2)
+    return extractors
+
+
+BASELINE_FEATURES = {
+    "compare": {"feature_set": "ComParE_2016"},
+    "egemaps": {"feature_set": "eGeMAPSv02"},
+}
+
+
+def baseline_extractor(name):
+    """The functionals extractor of an SVM baseline: "compare" or "egemaps"."""
+    if name not in BASELINE_FEATURES:
+        raise ConfigError(f"unknown baseline features {name!r}; choose from {sorted(BASELINE_FEATURES)}")
+    return Functionals(BASELINE_FEATURES[name])

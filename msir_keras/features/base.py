@@ -1,0 +1,87 @@
+"""What every feature extractor shares: a JSON config, a cache key, batching."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+
+class ConfigError(ValueError):
+    """A configuration that does not fit: unknown keys, or a mismatch with a model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """Base for the extractors' configs: plain data that round-trips to JSON."""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} has no setting(s) {unknown}; known settings: {sorted(known)}"
+            )
+        values = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in values.items()
+        }
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+class Extractor:
+    """A feature extractor: float32 mono 16 kHz signal -> (T, ...) float32 array.
+
+    Subclasses set `name` and `config_class`, and implement `__call__`.
+    `identity()` is everything that determines the output: the store keys
+    cached features by it, so any changed setting means a new cache entry.
+    """
+
+    name = None
+    config_class = FeatureConfig
+
+    def __init__(self, config=None, **overrides):
+        if config is None:
+            config = self.config_class()
+        elif isinstance(config, dict):
+            config = self.config_class.from_dict(config)
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    def get_config(self):
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(cls.config_class.from_dict(config))
+
+    def identity(self):
+        """A JSON-able description of everything that determines the output."""
+        return {"extractor": self.name, "config": self.get_config()}
+
+    def key(self):
+        """A short stable name for the store: `<name>-<hash of identity>`."""
+        text = json.dumps(self.identity(), sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+    def __call__(self, signal):
+        raise NotImplementedError
+
+    def extract_many(self, signals):
+        """Extracts a list of signals; batched where the extractor can batch."""
+        return [self(signal) for signal in signals]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.config})"

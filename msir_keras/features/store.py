@@ -1,0 +1,243 @@
+"""The feature cache: features computed once per (audio file, extractor config).
+
+Layout under the store's root::
+
+    <extractor.key()>/extractor.json        what made these features
+    <extractor.key()>/<d[:2]>/<digest>.npy  one array per audio file
+
+The key hashes the extractor's full identity (its config, and for wav2vec 2.0
+the checkpoint's weights), and the digest hashes the audio file's bytes, so a
+changed setting or an edited file never reads a stale entry. Each array is
+written to a temporary file and renamed into place: a run killed halfway
+leaves only whole entries, and the next run resumes from them. Arrays are
+`.npy` read with `allow_pickle=False`; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from msir_keras.audio import AudioError, file_digest, read_audio
+
+
+class MissingFeaturesError(LookupError):
+    """Features an experiment needs that the store does not hold yet."""
+
+
+@dataclasses.dataclass
+class ExtractionSummary:
+    """What one `FeatureStore.extract` run did."""
+
+    computed: int = 0
+    cached: int = 0
+    failed: list = dataclasses.field(default_factory=list)  # (path, reason)
+    skipped_other_shards: int = 0
+
+    def to_dict(self):
+        return {
+            "computed": self.computed,
+            "cached": self.cached,
+            "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
+            "skipped_other_shards": self.skipped_other_shards,
+        }
+
+    def __str__(self):
+        lines = [
+            f"{self.computed} files extracted, {self.cached} already in the store, "
+            f"{len(self.failed)} failed"
+            + (f", {self.skipped_other_shards} left to other shards" if self.skipped_other_shards else "")
+        ]
+        lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def parse_shard(text):
+    """'2/4' -> (2, 4): the second of four shards (1-based)."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes i/n, e.g. 1/4, got {text!r}") from None
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {text}: i must be between 1 and n")
+    return index, count
+
+
+def _atomic_write(path, write):
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+class FeatureStore:
+    """Features on disk, keyed by audio content and extractor identity.
+
+    Args:
+        root: str. The store's folder; created when first written.
+
+    Example:
+    >>> store = FeatureStore("feature-store")
+    >>> summary = store.extract(["a.wav", "b.wav"], [LogMel(), LLD()])  # doctest: +SKIP
+    >>> store.load_many(["a.wav"], LogMel())[0].shape  # doctest: +SKIP
+    (412, 40, 2)
+    """
+
+    def __init__(self, root):
+        self.root = str(root)
+        self._digests = {}
+        self._keys = {}
+
+    def _key(self, extractor):
+        # Identity can be costly (wav2vec 2.0 hashes its weights): once per extractor.
+        if id(extractor) not in self._keys:
+            self._keys[id(extractor)] = (extractor, extractor.key())
+        return self._keys[id(extractor)][1]
+
+    def digest(self, path):
+        """The content digest of an audio file, memoised by (path, size, mtime)."""
+        status = os.stat(path)
+        memo = (os.path.abspath(path), status.st_size, status.st_mtime_ns)
+        if memo not in self._digests:
+            self._digests[memo] = file_digest(path)
+        return self._digests[memo]
+
+    def path(self, extractor, digest):
+        return os.path.join(self.root, self._key(extractor), digest[:2], f"{digest}.npy")
+
+    def has(self, extractor, digest):
+        return os.path.exists(self.path(extractor, digest))
+
+    def save(self, extractor, digest, array):
+        folder = os.path.join(self.root, self._key(extractor))
+        description = os.path.join(folder, "extractor.json")
+        if not os.path.exists(description):
+            text = json.dumps(extractor.identity(), indent=2, sort_keys=True).encode()
+            _atomic_write(description, lambda stream: stream.write(text))
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        _atomic_write(
+            self.path(extractor, digest),
+            lambda stream: np.save(stream, array, allow_pickle=False),
+        )
+
+    def load(self, extractor, digest):
+        return np.load(self.path(extractor, digest), allow_pickle=False)
+
+    def load_many(self, paths, extractor):
+        """Loads the features of `paths`; raises if any is not in the store yet."""
+        missing, arrays = [], []
+        for path in paths:
+            try:
+                digest = self.digest(path)
+            except OSError:
+                missing.append(path)
+                continue
+            if self.has(extractor, digest):
+                arrays.append(self.load(extractor, digest))
+            else:
+                missing.append(path)
+        if missing:
+            shown = "\n  ".join(map(str, missing[:5]))
+            raise MissingFeaturesError(
+                f"{len(missing)} file(s) have no {extractor.name} features in {self.root}, "
+                f"e.g.\n  {shown}\nRun `msir extract` on the corpus with the same feature "
+                "settings first (files that failed extraction are listed in its summary)."
+            )
+        return arrays
+
+    def extract(self, paths, extractors, shard=None, progress=False, chunk_size=16):
+        """Computes every missing feature of `paths` for every extractor.
+
+        A file that fails (unreadable audio, an extractor error) is reported in
+        the summary with its reason; the others are still extracted, and what
+        was computed before the failure stays in the store.
+
+        Args:
+            paths: list of str. Audio files.
+            extractors: list of Extractor.
+            shard: (i, n) or None. Only every n-th file, starting at the i-th
+                (1-based) of the sorted paths, so n machines share one corpus.
+            progress: bool. Show a tqdm progress bar.
+            chunk_size: int. Files read at once, so batching extractors batch.
+
+        Returns:
+            An ExtractionSummary.
+        """
+        paths = sorted(set(map(str, paths)))
+        summary = ExtractionSummary()
+        if shard is not None:
+            index, count = shard
+            summary.skipped_other_shards = len(paths) - len(paths[index - 1 :: count])
+            paths = paths[index - 1 :: count]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(paths), unit="file", desc="extract")
+        for start in range(0, len(paths), chunk_size):
+            self._extract_chunk(paths[start : start + chunk_size], extractors, summary)
+            if bar is not None:
+                bar.update(len(paths[start : start + chunk_size]))
+        if bar is not None:
+            bar.close()
+        return summary
+
+    def _extract_chunk(self, paths, extractors, summary):
+        pending = {}  # path -> (digest, extractors still missing)
+        for path in paths:
+            try:
+                digest = self.digest(path)
+            except OSError as error:
+                summary.failed.append((path, f"cannot read the file ({error.strerror})"))
+                continue
+            missing = [e for e in extractors if not self.has(e, digest)]
+            if missing:
+                pending[path] = (digest, missing)
+            else:
+                summary.cached += 1
+        signals = {}
+        for path in list(pending):
+            try:
+                signals[path] = read_audio(path)
+            except AudioError as error:
+                summary.failed.append((path, error.reason))
+                del pending[path]
+        failed = set()
+        for extractor in extractors:
+            todo = [p for p in pending if extractor in pending[p][1] and p not in failed]
+            if not todo:
+                continue
+            try:
+                outputs = extractor.extract_many([signals[p] for p in todo])
+            except Exception:
+                # Isolate the file that breaks the batch; keep the others.
+                outputs = []
+                for path in todo:
+                    try:
+                        outputs.append(extractor(signals[path]))
+                    except Exception as error:
+                        outputs.append(None)
+                        failed.add(path)
+                        summary.failed.append(
+                            (path, f"{extractor.name} failed: {type(error).__name__}: {error}")
+                        )
+            for path, array in zip(todo, outputs):
+                if array is None:
+                    continue
+                if array.shape[0] == 0:
+                    failed.add(path)
+                    summary.failed.append((path, f"{extractor.name} gave no frames"))
+                    continue
+                self.save(extractor, pending[path][0], array)
+        summary.computed += len(set(pending) - failed)

@@ -1,0 +1,238 @@
+"""Frozen wav2vec 2.0 features through `transformers` (PyTorch), as numpy arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from msir_keras.features.base import Extractor, FeatureConfig
+
+DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+_WEIGHT_FILES = ("config.json", ".safetensors", ".bin")
+
+
+class CheckpointError(RuntimeError):
+    """A wav2vec 2.0 checkpoint that cannot be loaded, with how to give one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wav2Vec2Config(FeatureConfig):
+    """Settings of the frozen wav2vec 2.0 extractor.
+
+    Args:
+        source: str, defaults to "facebook/wav2vec2-base-960h". A Hugging Face
+            hub id (read from the local hub cache, or downloaded where the hub
+            can be reached) or a local folder written by `save_pretrained`.
+        layer: int or None, defaults to None: the last hidden state (the
+            paper's choice). An int picks `hidden_states[layer]` (0 is the
+            projected CNN features, -1 the last transformer layer).
+        normalize: bool, defaults to True. Zero-mean, unit-variance input per
+            utterance, as the base-960h checkpoint's feature extractor does.
+    """
+
+    source: str = DEFAULT_CHECKPOINT
+    layer: int | None = None
+    normalize: bool = True
+
+
+def resolve_checkpoint(source):
+    """Returns a local folder holding the checkpoint named by `source`.
+
+    Raises:
+        CheckpointError: at once, when `source` is neither a folder nor a hub
+            id that is cached or can be downloaded; the message says how to
+            pass a local folder.
+    """
+    if os.path.isdir(source):
+        if not os.path.exists(os.path.join(source, "config.json")):
+            raise CheckpointError(
+                f"{source}: no config.json; pass a folder written by "
+                "Wav2Vec2Model.save_pretrained(FOLDER)"
+            )
+        return source
+    if os.path.exists(source) or source.startswith((".", "/", "~")):
+        raise CheckpointError(f"{source}: no such wav2vec 2.0 checkpoint folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, local_files_only=True)
+    except Exception:
+        pass
+    try:
+        return snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin"])
+    except Exception as error:
+        raise CheckpointError(
+            f"cannot fetch the wav2vec 2.0 checkpoint {source!r} from the Hugging Face hub "
+            f"({type(error).__name__}). On a machine with network, save it once with\n"
+            f"  python -c \"from transformers import Wav2Vec2Model; "
+            f"Wav2Vec2Model.from_pretrained('{source}').save_pretrained('wav2vec2-base')\"\n"
+            "then pass that folder: --wav2vec2 wav2vec2-base (Python: "
+            "Wav2Vec2(source='wav2vec2-base')). To run without the wav2vec branch, "
+            "pass --wav2vec2 off."
+        ) from None
+
+
+def checkpoint_fingerprint(folder):
+    """A digest of the checkpoint's config and weights: what makes its features."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(_WEIGHT_FILES):
+            digest.update(name.encode())
+            with open(os.path.join(folder, name), "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+class Wav2Vec2(Extractor):
+    """Frozen wav2vec 2.0 hidden states, shaped (T, hidden_size), 20 ms hop.
+
+    Runs on the GPU when PyTorch sees one. Batches of utterances are padded
+    with an attention mask for checkpoints whose feature encoder uses layer
+    norm (`feat_extract_norm="layer"`). The group-norm encoder of the base
+    checkpoints normalises over time, padding included, so padded batches
+    would change the features: for those only utterances of equal length
+    share a batch. Either way a batch gives the features of each utterance
+    alone.
+
+    Args:
+        config: Wav2Vec2Config or dict.
+        batch_size: int, defaults to 8. Utterances per forward pass.
+        device: str or None. A torch device; by default "cuda" when available.
+    """
+
+    name = "wav2vec2"
+    config_class = Wav2Vec2Config
+
+    def __init__(self, config=None, batch_size=8, device=None, **overrides):
+        super().__init__(config, **overrides)
+        self.batch_size = batch_size
+        self._device = device
+        self._folder = None
+        self._fingerprint = None
+        self._model = None
+
+    @property
+    def folder(self):
+        if self._folder is None:
+            self._folder = resolve_checkpoint(self.config.source)
+        return self._folder
+
+    def identity(self):
+        # Keyed by the weights, not the path: a moved folder keeps its cache.
+        if self._fingerprint is None:
+            self._fingerprint = checkpoint_fingerprint(self.folder)
+        config = {k: v for k, v in self.get_config().items() if k != "source"}
+        return {"extractor": self.name, "config": config, "weights": self._fingerprint}
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+            from transformers import Wav2Vec2Model
+
+            device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = Wav2Vec2Model.from_pretrained(self.folder)
+            self._model = model.to(device).eval().requires_grad_(False)
+        return self._model
+
+    @property
+    def hidden_size(self):
+        return self.model.config.hidden_size
+
+    def _prepare(self, signal):
+        signal = np.asarray(signal, dtype=np.float32)
+        if self.config.normalize:
+            signal = (signal - signal.mean()) / np.sqrt(signal.var() + 1e-7)
+        return signal
+
+    def _forward(self, signals):
+        """One forward pass over signals that may be padded together."""
+        import torch
+
+        model = self.model
+        device = next(model.parameters()).device
+        lengths = [len(signal) for signal in signals]
+        batch = np.zeros((len(signals), max(lengths)), dtype=np.float32)
+        mask = np.zeros_like(batch, dtype=np.int64)
+        for row, signal in enumerate(signals):
+            batch[row, : len(signal)] = signal
+            mask[row, : len(signal)] = 1
+        kwargs = {}
+        if len(set(lengths)) > 1:
+            kwargs["attention_mask"] = torch.from_numpy(mask).to(device)
+        layer = self.config.layer
+        with torch.inference_mode():
+            output = model(
+                torch.from_numpy(batch).to(device),
+                output_hidden_states=layer is not None,
+                **kwargs,
+            )
+            hidden = output.last_hidden_state if layer is None else output.hidden_states[layer]
+            frames = model._get_feat_extract_output_lengths(torch.tensor(lengths))
+            hidden = hidden.float().cpu().numpy()
+        return [hidden[row, : int(n)] for row, n in enumerate(frames)]
+
+    def __call__(self, signal):
+        return self._forward([self._prepare(signal)])[0]
+
+    def extract_many(self, signals):
+        signals = [self._prepare(signal) for signal in signals]
+        order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
+        maskable = self.model.config.feat_extract_norm == "layer"
+        results = [None] * len(signals)
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            while (
+                stop < len(order)
+                and stop - start < self.batch_size
+                and (maskable or len(signals[order[stop]]) == len(signals[order[start]]))
+            ):
+                stop += 1
+            chunk = order[start:stop]
+            for index, features in zip(chunk, self._forward([signals[i] for i in chunk])):
+                results[index] = features
+            start = stop
+        return results
+
+
+def save_random_checkpoint(folder, size="tiny", seed=0, feat_extract_norm="group"):
+    """Saves a randomly initialised wav2vec 2.0 to `folder`, for tests and benchmarks.
+
+    It loads through the same path as a real checkpoint. Its features carry
+    no pretrained knowledge: use it to exercise the pipeline, never for results.
+
+    Args:
+        folder: str. Where `save_pretrained` writes.
+        size: "tiny" (hidden 32, 2 layers) or "base" (the base checkpoint's shape).
+        seed: int. Torch seed for the weights.
+        feat_extract_norm: "group" (as the base models) or "layer".
+    """
+    import torch
+    from transformers import Wav2Vec2Config as HFConfig
+    from transformers import Wav2Vec2Model
+
+    stable = feat_extract_norm == "layer"
+    if size == "base":
+        config = HFConfig(feat_extract_norm=feat_extract_norm, do_stable_layer_norm=stable)
+    elif size == "tiny":
+        config = HFConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+            feat_extract_norm=feat_extract_norm,
+            do_stable_layer_norm=stable,
+        )
+    else:
+        raise ValueError(f"size must be 'tiny' or 'base', got {size!r}")
+    torch.manual_seed(seed)
+    Wav2Vec2Model(config).eval().save_pretrained(folder)
+    return folder

@@ -1,0 +1,154 @@
+"""The one metrics module: UAR, WA, F1, sensitivity, specificity, confusion matrices.
+
+Training, evaluation, the baselines, the table runner and the notebooks all
+call these functions, and `ValidationUAR` puts the same UAR into Keras's
+training logs (`val_uar`) for early stopping and keras-tuner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes):
+    """Counts, rows the true class, columns the predicted one."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return matrix
+
+
+def recalls(matrix):
+    """Per-class recall; NaN for a class with no example."""
+    support = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.diag(matrix) / support
+
+
+def uar(y_true, y_pred, num_classes=None):
+    """Unweighted average recall: the mean of per-class recalls over present classes.
+
+    Equal to scikit-learn's `balanced_accuracy_score`.
+    """
+    num_classes = num_classes or int(max(np.max(y_true), np.max(y_pred))) + 1
+    return float(np.nanmean(recalls(confusion_matrix(y_true, y_pred, num_classes))))
+
+
+def wa(y_true, y_pred):
+    """Weighted accuracy: the plain accuracy."""
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def f1_scores(matrix):
+    """Per-class F1 from a confusion matrix (0 where precision and recall are both 0)."""
+    true_positive = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    denominator = predicted + actual
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * true_positive / denominator, 0.0)
+
+
+def macro_f1(y_true, y_pred, num_classes=None):
+    """Unweighted mean of per-class F1 over the classes that occur (as scikit-learn's average='macro')."""
+    num_classes = num_classes or int(max(np.max(y_true), np.max(y_pred))) + 1
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+    return float(np.mean(f1_scores(matrix)[present]))
+
+
+def one_vs_rest(matrix, positive):
+    """(sensitivity, specificity) of class `positive` against the others."""
+    true_positive = matrix[positive, positive]
+    actual_positive = matrix[positive].sum()
+    true_negative = matrix.sum() - actual_positive - matrix[:, positive].sum() + true_positive
+    actual_negative = matrix.sum() - actual_positive
+    sensitivity = true_positive / actual_positive if actual_positive else float("nan")
+    specificity = true_negative / actual_negative if actual_negative else float("nan")
+    return float(sensitivity), float(specificity)
+
+
+def classification_report(y_true, y_pred, class_names):
+    """4-class (or C-class) figures: uar, wa, macro_f1, confusion, and per class
+    recall, f1, sensitivity and specificity (one-vs-rest)."""
+    matrix = confusion_matrix(y_true, y_pred, len(class_names))
+    f1 = f1_scores(matrix)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        sensitivity, specificity = one_vs_rest(matrix, index)
+        per_class[name] = {
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "f1": float(f1[index]),
+            "support": int(matrix[index].sum()),
+        }
+    return {
+        "uar": uar(y_true, y_pred, len(class_names)),
+        "wa": wa(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, len(class_names)),
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def detection_report(y_true, y_pred):
+    """Binary detection figures: sensitivity (TPR), specificity (TNR), their mean
+    (the binary UAR), F1 of the positive class, accuracy, the 2x2 confusion."""
+    matrix = confusion_matrix(y_true, y_pred, 2)
+    sensitivity, specificity = one_vs_rest(matrix, 1)
+    return {
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "uar": float(np.nanmean([sensitivity, specificity])),
+        "f1": float(f1_scores(matrix)[1]),
+        "wa": wa(y_true, y_pred),
+        "confusion": matrix.tolist(),
+        "class_names": ["negative", "positive"],
+    }
+
+
+def mean_reports(reports):
+    """The mean of numeric figures over folds (nested dicts); confusions are summed."""
+    first = reports[0]
+    out = {}
+    for key, value in first.items():
+        if key == "confusion":
+            out[key] = np.sum([r[key] for r in reports], axis=0).tolist()
+        elif isinstance(value, dict):
+            out[key] = mean_reports([r[key] for r in reports])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(np.nanmean([r[key] for r in reports]))
+        else:
+            out[key] = value
+    return out
+
+
+def _keras_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class ValidationUAR(_keras_callback_base()):
+    """Puts `val_uar` (and `val_wa`) into the logs at each epoch's end.
+
+    Place it before EarlyStopping, checkpoints or a keras-tuner so they can
+    monitor "val_uar" (mode "max").
+
+    Args:
+        predict: callable(model) -> (y_true, y_pred) class ids on the
+            validation part; `msir_keras.data.FeatureSet.predict_fn` makes one.
+        num_classes: int.
+    """
+
+    def __init__(self, predict, num_classes):
+        super().__init__()
+        self.predict = predict
+        self.num_classes = num_classes
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        y_true, y_pred = self.predict(self.model)
+        logs["val_uar"] = uar(y_true, y_pred, self.num_classes)
+        logs["val_wa"] = wa(y_true, y_pred)

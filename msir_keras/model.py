@@ -1,0 +1,223 @@
+"""The MSIR model: three recurrent branches fused by concatenation (paper eqs. 1-7)."""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+from keras import layers
+
+from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
+from msir_keras.features.base import ConfigError
+from msir_keras.layers import FrameLengths, MaskFrames, Standardize
+
+BRANCHES = ("cr", "lld", "w2v")
+BRANCH_INPUT = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+
+PRESETS = {
+    # The paper's sizes (ACRNN fills the CR branch's gaps).
+    "paper": dict(
+        conv_filters=(128, 256, 256, 256, 256, 256),
+        cr_dense_units=768,
+        cr_lstm_units=128,
+        lld_lstm_units=128,
+        w2v_lstm_units=128,
+        dense_units=(64,),
+        dropout=0.3,
+    ),
+    # Trains on a 2-core CPU in minutes: same structure, narrower layers.
+    "small": dict(
+        conv_filters=(16, 32, 32),
+        cr_dense_units=64,
+        cr_lstm_units=32,
+        lld_lstm_units=32,
+        w2v_lstm_units=32,
+        dense_units=(32,),
+        dropout=0.3,
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="msir_keras")
+class MSIR(keras.Model):
+    """Multi-source low-level information based recurrent branches (Wu et al. 2024).
+
+    Inputs are named `logmel` (B, T, 40, K), `lld` (B, T, 65 | 130 | 195) and
+    `w2v` (B, T, 768): raw features, right-padded with zeros per batch. The
+    model z-scores them with statistics fitted on training data
+    (`set_normalization`), derives each utterance's length from its padding,
+    runs the enabled branches and fuses them: concatenation, fully connected
+    layers, softmax. Every ablation row of the paper's Table 1 is a choice
+    of `branches` and feature shapes.
+
+    Args:
+        num_classes: int, defaults to 4. 2 for detection (negative, positive).
+        branches: tuple of "cr", "lld", "w2v", defaults to all three.
+        logmel_shape: (int, int), defaults to (40, 2): Mel filters and planes.
+        lld_dim: int, defaults to 195 (3D-LLD).
+        w2v_dim: int, defaults to 768 (wav2vec 2.0 base).
+        conv_filters: tuple of int. CR branch convolutions (paper: 128, then 256s).
+        conv_kernel: (int, int), defaults to (5, 3), time x frequency.
+        pool_size: int, defaults to 2. The one max-pooling, after conv 1.
+        cr_dense_units: int, defaults to 768. Time-distributed dense layer.
+        cr_lstm_units, lld_lstm_units, w2v_lstm_units: int, defaults to 128.
+        dense_units: tuple of int, defaults to (64,). Fully connected layers
+            after the fusion.
+        dropout: float, defaults to 0.3. Before each fully connected layer.
+        leaky_relu_slope: float, defaults to 0.01.
+        batch_norm_momentum: float, defaults to 0.99.
+        weight_decay: float, defaults to 1e-3. L2 on the convolution kernels.
+        class_names: list of str or None. Names of the outputs, in order.
+        feature_config: dict or None. The extractor configs the model was
+            trained on, by input name: a `Detector` extracts with them, and
+            refuses features made with others.
+
+    Example:
+    >>> model = MSIR.from_preset("small", branches=("cr", "lld"))
+    >>> sorted(model.input_names)
+    ['ll', 'logmel']  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        num_classes=4,
+        branches=BRANCHES,
+        logmel_shape=(40, 2),
+        lld_dim=195,
+        w2v_dim=768,
+        conv_filters=(128, 256, 256, 256, 256, 256),
+        conv_kernel=(5, 3),
+        pool_size=2,
+        cr_dense_units=768,
+        cr_lstm_units=128,
+        lld_lstm_units=128,
+        w2v_lstm_units=128,
+        dense_units=(64,),
+        dropout=0.3,
+        leaky_relu_slope=0.01,
+        batch_norm_momentum=0.99,
+        weight_decay=1e-3,
+        class_names=None,
+        feature_config=None,
+        **kwargs,
+    ):
+        branches = tuple(branches)
+        unknown = [b for b in branches if b not in BRANCHES]
+        if not branches or unknown:
+            raise ConfigError(f"branches must be a non-empty subset of {BRANCHES}, got {branches}")
+        branches = tuple(b for b in BRANCHES if b in branches)
+        shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": (w2v_dim,)}
+
+        # === Layers ===
+        builders = {
+            "cr": lambda: cr_branch(
+                shapes["logmel"], tuple(conv_filters), tuple(conv_kernel), pool_size,
+                cr_dense_units, cr_lstm_units, leaky_relu_slope, batch_norm_momentum,
+                weight_decay,
+            ),
+            "lld": lambda: lld_branch(lld_dim, lld_lstm_units),
+            "w2v": lambda: wav2vec_branch(w2v_dim, w2v_lstm_units),
+        }
+        branch_models = {b: builders[b]() for b in branches}
+        standardizers = {
+            BRANCH_INPUT[b]: Standardize(shapes[BRANCH_INPUT[b]], name=f"{BRANCH_INPUT[b]}_standardize")
+            for b in branches
+        }
+
+        # === Functional Model ===
+        inputs, pooled = {}, []
+        for branch in branches:
+            name = BRANCH_INPUT[branch]
+            features = keras.Input(shape=(None, *shapes[name]), name=name)
+            lengths = FrameLengths(name=f"{name}_lengths")(features)
+            x = standardizers[name](features)
+            x = MaskFrames(0.0, name=f"{name}_mask")(x, lengths)
+            inputs[name] = features
+            pooled.append(branch_models[branch]([x, lengths]))
+        x = layers.Concatenate(name="fusion")(pooled) if len(pooled) > 1 else pooled[0]
+        for index, units in enumerate(dense_units):
+            x = layers.Dropout(dropout, name=f"dropout{index + 1}")(x)
+            x = layers.Dense(units, activation="relu", name=f"dense{index + 1}")(x)
+        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="softmax")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.branches = branches
+        self.logmel_shape = shapes["logmel"]
+        self.lld_dim = lld_dim
+        self.w2v_dim = w2v_dim
+        self.conv_filters = tuple(conv_filters)
+        self.conv_kernel = tuple(conv_kernel)
+        self.pool_size = pool_size
+        self.cr_dense_units = cr_dense_units
+        self.cr_lstm_units = cr_lstm_units
+        self.lld_lstm_units = lld_lstm_units
+        self.w2v_lstm_units = w2v_lstm_units
+        self.dense_units = tuple(dense_units)
+        self.dropout = dropout
+        self.leaky_relu_slope = leaky_relu_slope
+        self.batch_norm_momentum = batch_norm_momentum
+        self.weight_decay = weight_decay
+        self.class_names = list(class_names) if class_names else None
+        self.feature_config = copy.deepcopy(feature_config) if feature_config else None
+
+    @property
+    def feature_inputs(self):
+        """The names of the inputs this model takes, in branch order."""
+        return [BRANCH_INPUT[b] for b in self.branches]
+
+    def feature_shapes(self):
+        shapes = {"logmel": self.logmel_shape, "lld": (self.lld_dim,), "w2v": (self.w2v_dim,)}
+        return {name: shapes[name] for name in self.feature_inputs}
+
+    def set_normalization(self, statistics):
+        """Sets the z-score statistics: {input name: (mean, std)} fitted on training data."""
+        for name in self.feature_inputs:
+            mean, std = statistics[name]
+            self.get_layer(f"{name}_standardize").set_statistics(mean, std)
+
+    def get_normalization(self):
+        return {
+            name: tuple(
+                w.numpy() for w in (layer.mean, layer.std)
+            )
+            for name in self.feature_inputs
+            for layer in [self.get_layer(f"{name}_standardize")]
+        }
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "branches": list(self.branches),
+            "logmel_shape": list(self.logmel_shape),
+            "lld_dim": self.lld_dim,
+            "w2v_dim": self.w2v_dim,
+            "conv_filters": list(self.conv_filters),
+            "conv_kernel": list(self.conv_kernel),
+            "pool_size": self.pool_size,
+            "cr_dense_units": self.cr_dense_units,
+            "cr_lstm_units": self.cr_lstm_units,
+            "lld_lstm_units": self.lld_lstm_units,
+            "w2v_lstm_units": self.w2v_lstm_units,
+            "dense_units": list(self.dense_units),
+            "dropout": self.dropout,
+            "leaky_relu_slope": self.leaky_relu_slope,
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "weight_decay": self.weight_decay,
+            "class_names": self.class_names,
+            "feature_config": self.feature_config,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset="paper", **overrides):
+        """Builds a model from a preset ("paper" or "small") with `overrides` on top."""
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
