@@ -261,6 +261,7 @@ def train_msir(config, data, fold, labels, class_names, target, folder=None, ver
         train.dataset(config.batch_size, shuffle=True, seed=config.seed),
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles its length buckets every epoch
         verbose=verbose,
     )
     return model, pd.DataFrame(history.history).rename_axis("epoch").reset_index()
