@@ -173,7 +173,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from msir_keras.evaluate import evaluate_run
 
-    evaluate_run(args.run, corpus=args.corpus, root=args.root, store=args.store, out=args.out)
+    evaluate_run(args.run_dir, corpus=args.corpus, root=args.root, store=args.store, out=args.out)
     return 0
 
 
@@ -219,7 +219,7 @@ def build_parser():
     inspect.add_argument("--json", action="store_true", help="print the counts as JSON")
     inspect.add_argument("--csv", help="write the utterance table to this CSV file")
     inspect.add_argument("--show-skipped", type=int, default=10)
-    inspect.set_defaults(run=cmd_inspect)
+    inspect.set_defaults(handler=cmd_inspect)
 
     extract = commands.add_parser("extract", help="compute (once) the features of a corpus into the store")
     _corpus_arguments(extract)
@@ -229,13 +229,13 @@ def build_parser():
                          help="comma list of logmel,lld,w2v,compare,egemaps (default: %(default)s)")
     extract.add_argument("--shard", help="i/n: extract only the i-th of n shares (1-based)")
     extract.add_argument("--batch-size", type=int, default=8, help="wav2vec 2.0 utterances per batch")
-    extract.set_defaults(run=cmd_extract)
+    extract.set_defaults(handler=cmd_extract)
 
     run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
     _corpus_arguments(run)
     _feature_arguments(run, "facebook/wav2vec2-base-960h")
     _training_arguments(run)
-    run.set_defaults(run=cmd_run)
+    run.set_defaults(handler=cmd_run)
 
     train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")
     _corpus_arguments(train)
@@ -254,19 +254,19 @@ def build_parser():
     train.add_argument("--folds", type=int, default=5, help="leave-speakers-out folds")
     train.add_argument("--validation", type=float, default=0.2, help="share of training data for validation")
     train.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test a run's models again, or on another corpus")
-    evaluate.add_argument("run", help="a run folder")
+    evaluate.add_argument("run_dir", metavar="RUN", help="a run folder")
     _corpus_arguments(evaluate, required=False)
     evaluate.add_argument("--store", default=DEFAULT_STORE)
     evaluate.add_argument("--out", default=None, help="where to write (default: RUN/evaluation-<corpus>)")
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")
     export.add_argument("model", help="a run folder or one fold's folder")
     export.add_argument("--out", required=True, help="the export folder")
-    export.set_defaults(run=cmd_export)
+    export.set_defaults(handler=cmd_export)
 
     predict = commands.add_parser("predict", help="per-emotion probabilities of audio files")
     predict.add_argument("files", nargs="+", help="audio files")
@@ -275,7 +275,7 @@ def build_parser():
     predict.add_argument("--threshold", type=float, default=0.5, help="detection decision threshold")
     predict.add_argument("--wav2vec2", default=None, help="where the model's wav2vec 2.0 checkpoint is now")
     predict.add_argument("--json", action="store_true")
-    predict.set_defaults(run=cmd_predict)
+    predict.set_defaults(handler=cmd_predict)
     return parser
 
 
@@ -290,7 +290,7 @@ def main(argv=None):
     from msir_keras.features import CheckpointError, ConfigError, MissingFeaturesError
 
     try:
-        return args.run(args)
+        return args.handler(args)
     except (AudioError, CorpusError, CheckpointError, ConfigError, MissingFeaturesError,
             FileNotFoundError, ValueError) as error:
         print(f"msir {args.command}: error: {error}", file=sys.stderr)

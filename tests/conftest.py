@@ -13,6 +13,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from msir_keras.features.lld import load_opensmile  # noqa: E402
+
+# openSMILE's library is loaded its own way before any test module imports TensorFlow.
+load_opensmile()
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EMODB = ROOT.parent / "shared" / "data" / "emodb"
 

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import opensmile
 import pytest
 import python_speech_features as psf
 import torch
@@ -17,6 +16,9 @@ from msir_keras.features import (
     extractor_from_config,
     save_random_checkpoint,
 )
+from msir_keras.features.lld import load_opensmile
+
+opensmile = load_opensmile()
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,20 @@ def test_unreachable_hub_fails_at_once_naming_the_local_folder_option(tmp_path):
     assert "save_pretrained" in message and "--wav2vec2" in message
     with pytest.raises(CheckpointError, match="config.json"):
         Wav2Vec2(source=str(tmp_path)).key()
+
+
+def test_opensmile_runs_in_a_process_that_loaded_tensorflow_first(sample_wav):
+    import subprocess
+    import sys
+
+    code = (
+        "import tensorflow, numpy as np\n"
+        "from msir_keras.audio import read_audio\n"
+        "from msir_keras.features import LLD, Functionals\n"
+        f"x = read_audio({sample_wav!r})\n"
+        "for _ in range(3): a = LLD()(x); b = Functionals()(x)\n"
+        "print(a.shape, b.shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "(185, 195) (6373,)" in result.stdout

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import glob
+import importlib.util
+import os
+import platform
+import sys
 
 import numpy as np
 import python_speech_features as psf
@@ -33,8 +39,27 @@ class LLDConfig(FeatureConfig):
             raise ConfigError(f"LLDConfig.deltas must be 0, 1 or 2, got {self.deltas}")
 
 
-def _smile(feature_set, level):
+def load_opensmile():
+    """Imports `opensmile`, its native library bound to its own symbols first.
+
+    Loaded into a process that already holds TensorFlow, libSMILEapi would
+    resolve some of its symbols to TensorFlow's global ones and corrupt the
+    heap ("malloc(): corrupted top size"). Opening it first with
+    RTLD_DEEPBIND makes it prefer its own; openSMILE's own later load then
+    reuses that handle.
+    """
+    if "opensmile" not in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
+        spec = importlib.util.find_spec("opensmile")
+        folders = os.path.join(os.path.dirname(spec.origin), "core", "bin", f"*{platform.machine()}")
+        for library in glob.glob(os.path.join(folders, "libSMILEapi.so")):
+            ctypes.CDLL(library, mode=os.RTLD_DEEPBIND | os.RTLD_NOW | os.RTLD_LOCAL)
     import opensmile
+
+    return opensmile
+
+
+def _smile(feature_set, level):
+    opensmile = load_opensmile()
 
     return opensmile.Smile(
         feature_set=opensmile.FeatureSet[feature_set],

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from msir_keras.data import FeatureSet, length_batches, pad_batch
+from msir_keras.features import branch_extractors
+
+RNG = np.random.default_rng(4)
+
+
+def _set(lengths, labels=None):
+    return FeatureSet(
+        {
+            "logmel": [RNG.normal(size=(n, 40, 2)).astype("float32") for n in lengths],
+            "lld": [RNG.normal(2, 3, size=(n, 195)).astype("float32") for n in lengths],
+        },
+        labels,
+    )
+
+
+def test_normalization_is_fitted_on_the_given_part_only(emodb, emodb_store):
+    table = emodb.utterances
+    data = FeatureSet.from_store(emodb_store, table["path"].tolist(), branch_extractors())
+    train = np.arange(0, len(table), 2)
+    statistics = data.subset(train).fit_normalization()
+    frames = np.concatenate([data.features["lld"][i] for i in train])
+    np.testing.assert_allclose(statistics["lld"][0], frames.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(statistics["lld"][1], np.where(frames.std(0) > 1e-6, frames.std(0), 1), rtol=1e-3)
+    logmel = np.concatenate([data.features["logmel"][i] for i in train])
+    assert statistics["logmel"][0].shape == (40, 2)
+    np.testing.assert_allclose(statistics["logmel"][0], logmel.mean(0), rtol=1e-4, atol=1e-4)
+    everything = data.fit_normalization()
+    assert not np.allclose(everything["lld"][0], statistics["lld"][0])
+
+
+def test_batches_are_padded_right_with_zeros():
+    batch = pad_batch([np.ones((3, 2)), 2 * np.ones((5, 2))])
+    assert batch.shape == (2, 5, 2)
+    np.testing.assert_array_equal(batch[0, 3:], 0)
+    np.testing.assert_array_equal(batch[1], 2)
+
+
+def test_buckets_cover_every_row_once_with_less_padding():
+    lengths = RNG.integers(50, 800, size=500)
+    rng = np.random.default_rng(0)
+    batches = length_batches(lengths, 32, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+
+    def padding(groups):
+        return sum(len(g) * lengths[g].max() - lengths[g].sum() for g in groups)
+
+    unsorted = [np.arange(500)[i : i + 32] for i in range(0, 500, 32)]
+    assert padding(batches) < 0.5 * padding(unsorted)
+    # A new grouping each epoch.
+    assert [b.tolist() for b in length_batches(lengths, 32, rng)] != [b.tolist() for b in batches]
+
+
+def test_dataset_yields_each_utterance_once_per_epoch_with_its_label():
+    lengths = RNG.integers(5, 60, size=37)
+    data = _set(lengths, labels=np.arange(37) % 4)
+    dataset = data.dataset(batch_size=8, seed=1)
+    for _ in range(2):
+        seen = []
+        for inputs, labels in dataset:
+            for name in ("logmel", "lld"):
+                assert inputs[name].shape[0] == labels.shape[0]
+            lld = inputs["lld"].numpy()
+            for row, label in zip(lld, labels.numpy()):
+                n = int(np.max(np.nonzero(np.any(row != 0, axis=-1))[0])) + 1
+                match = [i for i in range(37) if lengths[i] == n and np.allclose(data.features["lld"][i], row[:n])]
+                assert len(match) == 1 and data.labels[match[0]] == label
+                seen.append(match[0])
+        assert sorted(seen) == list(range(37))
+    with pytest.raises(ValueError, match="labels"):
+        _set([3, 4]).dataset()
+
+
+def test_predict_returns_rows_in_the_sets_order():
+    class Echo:
+        """Stands in for a model: 'predicts' each utterance's length."""
+
+        def predict(self, dataset, verbose=0):
+            outs = []
+            for (inputs,) in dataset:
+                x = inputs["lld"].numpy()
+                outs.extend([[np.max(np.nonzero(np.any(r != 0, -1))[0]) + 1] for r in x])
+            return np.array(outs, dtype="float32")
+
+    lengths = RNG.integers(5, 60, size=21)
+    np.testing.assert_array_equal(_set(lengths).predict(Echo(), batch_size=4)[:, 0], lengths)

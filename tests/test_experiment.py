@@ -1,0 +1,152 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msir_keras.cli import main
+from msir_keras.experiment import ExperimentConfig, prepare, run_experiment, target_labels, train_msir
+from msir_keras.metrics import uar
+
+
+def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
+    config = ExperimentConfig(
+        corpus="emodb", root=emodb_root, wav2vec2=None, store=emodb_store.root, epochs=15, patience=15
+    )
+    table, data, folds, _ = prepare(config, log=lambda *_: None)
+    labels, names = target_labels(config, table, "classification")
+    fold = folds[0]
+    model, history = train_msir(config, data, fold, labels, names, "classification")
+    predicted = data.subset(fold.test).predict(model).argmax(-1)
+    score = uar(labels[fold.test], predicted, 4)
+    assert score > 0.45, f"test UAR {score:.3f} (chance 0.25)"
+    # The kept weights are those of the best validation epoch.
+    best = history["val_uar"].max()
+    valid = data.subset(fold.validation)
+    assert uar(labels[fold.validation], valid.predict(model).argmax(-1), 4) == pytest.approx(best)
+
+
+def test_svm_baseline_run_on_emodb_folds(emodb_root, tmp_path):
+    out = tmp_path / "svm"
+    args = ["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-egemaps",
+            "--store", str(tmp_path / "store"), "--out", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 5
+    assert metrics["mean"]["uar"] > 0.6
+    fold = out / "classification" / "test-08-03"
+    assert {"metrics.json", "predictions.csv", "confusion.png", "history.csv"} <= set(os.listdir(fold))
+    predictions = pd.read_csv(fold / "predictions.csv")
+    assert set(predictions["speaker"].astype(str).str.zfill(2)) == {"03", "08"}
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory, emodb):
+    """Four EmoDB speakers (two female, two male): a corpus brought as a CSV manifest."""
+    table = emodb.utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])]
+    path = tmp_path_factory.mktemp("manifest") / "corpus.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def three_branch_run(tmp_path_factory, small_manifest, tiny_wav2vec2):
+    out = tmp_path_factory.mktemp("run") / "msir"
+    store = tmp_path_factory.mktemp("store")
+    args = ["train", "--corpus", "manifest", "--root", small_manifest, "--wav2vec2", tiny_wav2vec2,
+            "--folds", "2", "--epochs", "2", "--batch-size", "16", "--store", str(store), "--out", str(out)]
+    assert main(args) == 0
+    return out, store
+
+
+def test_run_folder_holds_everything_a_user_needs(three_branch_run):
+    out, _ = three_branch_run
+    config = ExperimentConfig.load(out / "config.json")
+    assert config.branches == ("cr", "lld", "w2v")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["mean"]) >= {"uar", "wa", "macro_f1", "per_emotion"}
+    assert set(metrics["mean"]["per_emotion"]["sad"]) >= {"sensitivity", "specificity"}
+    fold = out / "classification" / sorted(os.listdir(out / "classification"))[0]
+    assert {"model.keras", "normalization.json", "history.csv", "predictions.csv", "metrics.json",
+            "confusion.png"} <= set(os.listdir(fold))
+    assert len(pd.read_csv(fold / "history.csv")) == 2
+    assert "| mean |" in (out / "results.md").read_text()
+
+
+def test_evaluate_recomputes_the_runs_figures(three_branch_run, capsys):
+    out, store = three_branch_run
+    assert main(["evaluate", str(out), "--store", str(store)]) == 0
+    again = json.loads((out / "evaluation-manifest" / "metrics.json").read_text())
+    original = json.loads((out / "metrics.json").read_text())
+    for fold, figures in original["folds"].items():
+        assert again["folds"][fold]["uar"] == pytest.approx(figures["uar"])
+
+
+def test_export_and_predict_agree_with_the_run(three_branch_run, emodb_root, tmp_path, capsys):
+    out, _ = three_branch_run
+    wavs = [os.path.join(emodb_root, "wav", name) for name in ("03a01Wa.wav", "08a01Na.wav")]
+    assert main(["predict", *wavs, "--model", str(out), "--json"]) == 0
+    from_run = pd.DataFrame(json.loads(capsys.readouterr().out))
+    assert main(["export", str(out), "--out", str(tmp_path / "export")]) == 0
+    capsys.readouterr()
+    assert main(["predict", *wavs, "--model", str(tmp_path / "export"), "--json"]) == 0
+    from_export = pd.DataFrame(json.loads(capsys.readouterr().out))
+    columns = [f"p_{e}" for e in ("angry", "happy", "neutral", "sad")]
+    np.testing.assert_allclose(from_export[columns], from_run[columns], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(from_run[columns].sum(axis=1), 1.0, rtol=1e-5)
+    assert set(from_run["predicted"]) <= {"angry", "happy", "neutral", "sad"}
+    # The model's features come from its own settings: its stored predictions are reproduced.
+    fold = sorted(os.listdir(out / "classification"))[0]
+    stored = pd.read_csv(out / "classification" / fold / "predictions.csv").set_index("path")
+    assert main(["predict", wavs[0], "--model", str(out), "--fold", fold, "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)[0]
+    if wavs[0] in stored.index:
+        assert single["p_angry"] == pytest.approx(stored.loc[wavs[0], "p_angry"], rel=1e-4, abs=1e-5)
+
+
+def test_predict_errors_name_the_file(three_branch_run, tmp_path, capsys):
+    out, _ = three_branch_run
+    empty = tmp_path / "empty.wav"
+    import soundfile
+
+    soundfile.write(empty, np.zeros(0, "float32"), 16000)
+    assert main(["predict", str(empty), "--model", str(out)]) == 2
+    assert str(empty) in capsys.readouterr().err
+    assert main(["predict", str(empty), "--model", str(tmp_path)]) == 2
+    assert "no model here" in capsys.readouterr().err
+
+
+def test_detection_task_writes_one_detector_per_emotion(small_manifest, emodb_store, tmp_path):
+    config = ExperimentConfig(
+        corpus="manifest", root=small_manifest, task="detection", targets=("sad", "angry"),
+        wav2vec2=None, branches=("lld",), epochs=1, n_folds=2, batch_size=16, store=emodb_store.root,
+    )
+    metrics = run_experiment(config, str(tmp_path), log=lambda *_: None)
+    assert set(metrics["emotions"]) == {"sad", "angry"}
+    assert set(metrics["mean"]) >= {"uar", "sensitivity", "specificity", "f1"}
+    fold = sorted(os.listdir(tmp_path / "sad"))[0]
+    report = json.loads((tmp_path / "sad" / fold / "metrics.json").read_text())
+    assert np.array(report["confusion"]).shape == (2, 2)
+    from msir_keras.export import LoadedModel
+
+    loss = LoadedModel(str(tmp_path / "sad" / fold)).model.loss
+    assert loss.zeta == [pytest.approx(0.35), pytest.approx(0.65)]  # the paper's zeta for sad
+
+
+@pytest.mark.slow
+def test_main_job_on_emodb_beats_chance_by_far(emodb_root, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--corpus", "emodb", "--root", emodb_root, "--wav2vec2", "off",
+                 "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 5 and metrics["mean"]["uar"] > 0.6
+
+
+@pytest.mark.slow
+def test_compare_svm_baseline_on_emodb(emodb_root, tmp_path):
+    out = tmp_path / "svm"
+    assert main(["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-compare",
+                 "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["mean"]["uar"] > 0.75

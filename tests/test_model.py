@@ -1,0 +1,105 @@
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from msir_keras.export import LoadedModel, export_model
+from msir_keras.features.base import ConfigError
+from msir_keras.model import MSIR
+
+RNG = np.random.default_rng(3)
+
+
+def _inputs(lengths, w2v_dim=16, lld_dim=195):
+    """Random features for utterances of `lengths` log-Mel frames, right-padded to the longest."""
+    batch = {}
+    for name, shape, rate in (("logmel", (40, 2), 1), ("lld", (lld_dim,), 1), ("w2v", (w2v_dim,), 2)):
+        frames = [n // rate for n in lengths]
+        x = np.zeros((len(lengths), max(frames), *shape), "float32")
+        for row, n in enumerate(frames):
+            x[row, :n] = RNG.normal(size=(n, *shape))
+        batch[name] = x
+    return batch
+
+
+def _small(**options):
+    model = MSIR.from_preset("small", w2v_dim=16, **options)
+    model.set_normalization({
+        name: (RNG.normal(size=shape).astype("float32"), RNG.uniform(0.5, 2, size=shape).astype("float32"))
+        for name, shape in model.feature_shapes().items()
+    })
+    return model
+
+
+def test_padding_never_changes_a_prediction():
+    model = _small()
+    batch = _inputs([57, 31, 80])
+    unpadded = [np.asarray(model({k: v[i : i + 1, : [57, 31, 80][i] // (2 if k == "w2v" else 1)]
+                                  for k, v in batch.items()}))[0] for i in range(3)]
+    for pad in (0, 13, 40):
+        padded = np.asarray(model(_pad(batch, pad)))
+        np.testing.assert_allclose(padded, np.stack(unpadded), rtol=2e-5, atol=2e-6)
+
+
+def _pad(batch, pad):
+    return {k: np.concatenate([v, np.zeros((v.shape[0], pad, *v.shape[2:]), "float32")], axis=1)
+            for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("branches", [("cr",), ("lld",), ("w2v",), ("cr", "lld"), ("lld", "w2v")])
+def test_any_subset_of_branches_is_a_configuration(branches):
+    model = _small(branches=branches, num_classes=2)
+    names = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+    assert sorted(model.feature_inputs) == sorted(names[b] for b in branches)
+    batch = {k: v for k, v in _inputs([40, 22]).items() if k in model.feature_inputs}
+    out = np.asarray(model(batch))
+    assert out.shape == (2, 2)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_paper_preset_has_the_paper_sizes():
+    model = MSIR.from_preset("paper", lld_dim=195)
+    cr = model.get_layer("cr_branch")
+    convs = [layer for layer in cr.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [128, 256, 256, 256, 256, 256]
+    assert convs[0].kernel_size == (5, 3)
+    assert cr.get_layer("bilstm").forward_layer.units == 128
+    assert cr.get_layer("frame_dense").units == 768
+    assert model.get_layer("lld_branch").get_layer("bilstm").merge_mode == "sum"
+    assert cr.get_layer("bilstm").merge_mode == "concat"
+    with pytest.raises(ConfigError):
+        MSIR(branches=("cr", "audio"))
+
+
+def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
+    model = _small(class_names=["angry", "happy", "neutral", "sad"], feature_config={"lld": {"x": 1}})
+    batch = _inputs([45, 30])
+    expected = np.asarray(model(batch))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    np.savez(tmp_path / "batch.npz", **batch)
+    code = (
+        "import sys, numpy as np, keras;"
+        f"m = keras.saving.load_model({path!r});"  # registered classes: no custom_objects
+        f"b = dict(np.load({str(tmp_path / 'batch.npz')!r}));"
+        f"np.save({str(tmp_path / 'out.npy')!r}, np.asarray(m(b)));"
+        "print(type(m).__name__, m.class_names)"
+    )
+    result = subprocess.run([sys.executable, "-c", "import msir_keras.model;" + code],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MSIR ['angry', 'happy', 'neutral', 'sad']" in result.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_saved_model_round_trip_and_feature_check(tmp_path):
+    model = _small(class_names=["a", "b", "c", "d"], feature_config={})
+    batch = _inputs([45, 30])
+    export_model(model, str(tmp_path / "export"))
+    loaded = LoadedModel(str(tmp_path / "export"))
+    np.testing.assert_allclose(loaded(batch), np.asarray(model(batch)), rtol=1e-5, atol=1e-6)
+    wrong = dict(batch, lld=batch["lld"][..., :130])
+    with pytest.raises(ConfigError, match="lld"):
+        loaded(wrong)
