@@ -1,0 +1,22 @@
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
+
+
+@pytest.mark.parametrize("name", ["emodb_model_fit.ipynb"])
+def test_notebook_runs_top_to_bottom(name, tmp_path, emodb_root, emodb_store, monkeypatch):
+    monkeypatch.setenv("MSIR_EMODB", emodb_root)
+    monkeypatch.setenv("MSIR_STORE", emodb_store.root)
+    monkeypatch.setenv("MSIR_EPOCHS", "3")
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert "test UAR" in outputs
+    assert (tmp_path / "confusion.png").exists()
