@@ -128,13 +128,18 @@ def _experiment_config(args, **fixed):
     return ExperimentConfig(**values)
 
 
+def _announce_wav2vec2(args):
+    """Says first, before anything else prints, when MSIR runs without its wav2vec branch."""
+    if getattr(args, "model", "msir") == "msir" and _wav2vec2_source(args.wav2vec2) is None:
+        print("NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on log-Mels and LLDs only; "
+              "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model",
+              flush=True)
+
+
 def _run(config, out):
     from msir_keras.experiment import run_experiment
 
-    if config.model == "msir" and "w2v" not in config.branches:
-        print("NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on log-Mels and LLDs only; "
-              "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model")
-    elif config.model == "msir":
+    if config.model == "msir" and "w2v" in config.branches:
         config.extractors()["w2v"].key()  # fail at once on an unreachable checkpoint
     run_experiment(config, out)
     print(f"run folder: {out}")
@@ -142,11 +147,13 @@ def _run(config, out):
 
 
 def cmd_run(args):
+    _announce_wav2vec2(args)
     config = _experiment_config(args, split="speakers", task="classification")
     return _run(config, args.out)
 
 
 def cmd_train(args):
+    _announce_wav2vec2(args)
     from msir_keras.model import BRANCHES
 
     branches = tuple(b.strip() for b in args.branches.split(","))

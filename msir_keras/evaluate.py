@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from msir_keras.experiment import (
     ExperimentConfig,
     _report,
     prepare,
-    results_table,
     summarise,
     target_labels,
+    write_results,
 )
 from msir_keras.metrics import mean_reports
 
@@ -58,14 +57,7 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
                 predicted = data.predict(LoadedModel(folder).model, config.batch_size).argmax(-1)
                 reports[name] = _report(config, labels, predicted, class_names)
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
-    metrics = summarise(config, results)
     out = out or os.path.join(run, f"evaluation-{config.corpus}")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    text = results_table(metrics)
-    with open(os.path.join(out, "results.md"), "w") as handle:
-        handle.write(text + "\n")
-    log(text)
+    metrics = write_results(out, summarise(config, results), log)
     log(f"evaluation written to {out}")
     return metrics

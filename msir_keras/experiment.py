@@ -352,13 +352,18 @@ def run_experiment(config, out, log=print):
             for fold in folds
         }
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
-    metrics = summarise(config, results)
+    return write_results(out, summarise(config, results), log)
+
+
+def write_results(out, metrics, log=print):
+    """Writes metrics.json and results.md (the table, also logged) into `out`."""
+    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2)
-    table_text = results_table(metrics)
+    text = results_table(metrics)
     with open(os.path.join(out, "results.md"), "w") as handle:
-        handle.write(table_text + "\n")
-    log(table_text)
+        handle.write(text + "\n")
+    log(text)
     return metrics
 
 
