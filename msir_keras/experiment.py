@@ -206,8 +206,10 @@ def build_msir(config, num_classes, class_names, data):
         options["lld_dim"] = shapes["lld"][0]
     if "w2v" in shapes:
         options["w2v_dim"] = shapes["w2v"][0]
-    feature_config = {name: {"extractor": e.name, "config": e.get_config()}
-                      for name, e in config.extractors().items()}
+    feature_config = {
+        name: {"extractor": e.name, "config": e.get_config(), "identity": e.identity()}
+        for name, e in config.extractors().items()
+    }
     return MSIR.from_preset(
         config.preset,
         num_classes=num_classes,

@@ -159,7 +159,14 @@ class Detector:
             config = dict(entry["config"])
             if wav2vec2 is not None and entry["extractor"] == "wav2vec2":
                 config["source"] = wav2vec2
-            self.extractors[name] = extractor_from_config(entry["extractor"], config)
+            extractor = extractor_from_config(entry["extractor"], config)
+            if "identity" in entry and extractor.identity() != entry["identity"]:
+                raise ConfigError(
+                    f"{path}: the model's {name} features were made by {entry['identity']}, "
+                    f"but {config} makes {extractor.identity()}; give the checkpoint it was "
+                    "trained with (--wav2vec2 FOLDER)"
+                )
+            self.extractors[name] = extractor
         self.targets = sorted({key[0] for key in self.models})
 
     def features(self, signals):

@@ -150,3 +150,14 @@ def test_compare_svm_baseline_on_emodb(emodb_root, tmp_path):
     assert main(["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-compare",
                  "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["mean"]["uar"] > 0.75
+
+
+def test_predict_refuses_a_wav2vec2_checkpoint_other_than_the_trained_one(three_branch_run, tmp_path,
+                                                                          emodb_root, capsys):
+    from msir_keras.features import save_random_checkpoint
+
+    out, _ = three_branch_run
+    other = save_random_checkpoint(str(tmp_path / "other"), size="tiny", seed=7)
+    wav = os.path.join(emodb_root, "wav", "03a01Wa.wav")
+    assert main(["predict", wav, "--model", str(out), "--wav2vec2", other]) == 2
+    assert "trained with" in capsys.readouterr().err
