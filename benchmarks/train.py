@@ -13,7 +13,7 @@ Then the latency of `msir predict` on a 4.5 s file: cold (a fresh process,
 imports and model loading included) and warm (Detector.predict in-process),
 for a small model with all three branches and a base-sized wav2vec 2.0.
 
-Usage: python benchmarks/train.py [--steps 8] [--paper-steps 2]
+Usage: python benchmarks/train.py [--steps 8] [--paper-steps 2] [--paper-batch-size 16]
 Writes benchmarks/results/train.json.
 """
 
@@ -113,27 +113,36 @@ def main():
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--paper-steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--paper-batch-size", type=int, default=16,
+                        help="the paper preset's batch on a CPU (64 takes minutes per step)")
     parser.add_argument("--store", default=os.path.join(tempfile.gettempdir(), "msir-bench-store"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train.json"))
+    parser.add_argument("--predict-only", action="store_true", help="only the predict latency")
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "BUCKETING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         preset, bucketing = args.one[0], args.one[1] == "bucketed"
         steps = args.steps if preset == "small" else args.paper_steps
-        return measure(preset, bucketing, steps, args.batch_size, args.store)
+        batch = args.batch_size if preset == "small" else args.paper_batch_size
+        return measure(preset, bucketing, steps, batch, args.store)
 
     results = {"machine": f"{os.cpu_count()} cores", "training": []}
-    for preset in ("small", "paper"):
+    if args.predict_only and os.path.exists(args.out):
+        with open(args.out) as handle:
+            results = json.load(handle)
+    for preset in () if args.predict_only else ("small", "paper"):
         for bucketing in ("bucketed", "padded-to-longest"):
             output = subprocess.run(
                 [sys.executable, __file__, "--one", preset, bucketing, "--steps", str(args.steps),
                  "--paper-steps", str(args.paper_steps), "--batch-size", str(args.batch_size),
+                 "--paper-batch-size", str(args.paper_batch_size),
                  "--store", args.store],
                 check=True, capture_output=True, text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             results["training"].append(row)
-            print(f"{preset:>5} {bucketing:>17}: {row['utterances_per_second']:8.2f} utt/s, "
+            print(f"{preset:>5} {bucketing:>17} (batch {row['batch_size']}): "
+                  f"{row['utterances_per_second']:8.2f} utt/s, "
                   f"{row['seconds_per_step']:.2f} s/step, peak RSS {row['peak_rss_mb']} MB "
                   f"({row['peak_rss_above_data_mb']} MB above the loaded data)")
     with tempfile.TemporaryDirectory() as work:
