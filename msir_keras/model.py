@@ -74,8 +74,8 @@ class MSIR(keras.Model):
 
     Example:
     >>> model = MSIR.from_preset("small", branches=("cr", "lld"))
-    >>> sorted(model.input_names)
-    ['ll', 'logmel']  # doctest: +SKIP
+    >>> model.feature_inputs
+    ['logmel', 'lld']
     """
 
     def __init__(
@@ -178,13 +178,9 @@ class MSIR(keras.Model):
             self.get_layer(f"{name}_standardize").set_statistics(mean, std)
 
     def get_normalization(self):
-        return {
-            name: tuple(
-                w.numpy() for w in (layer.mean, layer.std)
-            )
-            for name in self.feature_inputs
-            for layer in [self.get_layer(f"{name}_standardize")]
-        }
+        """{input name: (mean, std)} as set by `set_normalization`."""
+        layers = {name: self.get_layer(f"{name}_standardize") for name in self.feature_inputs}
+        return {name: (layer.mean.numpy(), layer.std.numpy()) for name, layer in layers.items()}
 
     def get_config(self):
         return {
