@@ -237,7 +237,7 @@ def compile_msir(model, config, target, learning_rate=None):
     return model
 
 
-def train_msir(config, data, fold, labels, class_names, target, folder=None, verbose=0):
+def train_msir(config, data, fold, labels, class_names, target, verbose=0):
     """Trains MSIR on one fold; the weights of the best validation-UAR epoch are kept.
 
     Returns:
