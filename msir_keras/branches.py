@@ -19,6 +19,15 @@ def _inputs(name, feature_shape):
     return features, lengths
 
 
+def _bilstm_attention(sequence, lengths, units, merge_mode):
+    """A Bi-LSTM over the valid frames, then attention pooling (eq. 2)."""
+    mask = MaskFromLengths(name="padding_mask")([lengths, sequence])
+    x = layers.Bidirectional(
+        layers.LSTM(units, return_sequences=True), merge_mode=merge_mode, name="bilstm"
+    )(sequence, mask=mask)
+    return AttentionPooling(name="attention")(x, padding_mask=mask)
+
+
 def cr_branch(
     feature_shape=(40, 2),
     conv_filters=(128, 256, 256, 256, 256, 256),
@@ -61,11 +70,7 @@ def cr_branch(
     frequency = -(-feature_shape[0] // pool_size)
     x = layers.Reshape((-1, frequency * conv_filters[-1]), name="flatten_frequency")(x)
     x = layers.Dense(dense_units, name="frame_dense")(x)
-    mask = MaskFromLengths(name="padding_mask")([valid, x])
-    x = layers.Bidirectional(
-        layers.LSTM(lstm_units, return_sequences=True), merge_mode="concat", name="bilstm"
-    )(x, mask=mask)
-    x = AttentionPooling(name="attention")(x, padding_mask=mask)
+    x = _bilstm_attention(x, valid, lstm_units, merge_mode="concat")  # eq. 3: [forward; backward]
     return keras.Model([features, lengths], x, name=name)
 
 
@@ -76,11 +81,7 @@ def recurrent_branch(feature_dim, lstm_units=128, name="lld_branch"):
         A keras.Model `[(B, T, feature_dim), (B,)] -> (B, lstm_units)`.
     """
     features, lengths = _inputs(name, (feature_dim,))
-    mask = MaskFromLengths(name="padding_mask")([lengths, features])
-    x = layers.Bidirectional(
-        layers.LSTM(lstm_units, return_sequences=True), merge_mode="sum", name="bilstm"
-    )(features, mask=mask)
-    x = AttentionPooling(name="attention")(x, padding_mask=mask)
+    x = _bilstm_attention(features, lengths, lstm_units, merge_mode="sum")  # eqs. 4-5: F + B
     return keras.Model([features, lengths], x, name=name)
 
 
