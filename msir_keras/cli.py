@@ -123,6 +123,7 @@ def _experiment_config(args, **fixed):
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         seed=args.seed,
+        model_options={} if args.dropout is None else {"dropout": args.dropout},
     )
     values.update(fixed)
     return ExperimentConfig(**values)
@@ -210,6 +211,8 @@ def _training_arguments(parser):
     parser.add_argument("--patience", type=int, default=20, help="epochs without a better val_uar")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout before the fully connected layers (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
 

@@ -56,7 +56,8 @@ def three_branch_run(tmp_path_factory, small_manifest, tiny_wav2vec2):
     out = tmp_path_factory.mktemp("run") / "msir"
     store = tmp_path_factory.mktemp("store")
     args = ["train", "--corpus", "manifest", "--root", small_manifest, "--wav2vec2", tiny_wav2vec2,
-            "--folds", "2", "--epochs", "2", "--batch-size", "16", "--store", str(store), "--out", str(out)]
+            "--folds", "2", "--epochs", "2", "--batch-size", "16", "--dropout", "0.4",
+            "--store", str(store), "--out", str(out)]
     assert main(args) == 0
     return out, store
 
@@ -65,6 +66,11 @@ def test_run_folder_holds_everything_a_user_needs(three_branch_run):
     out, _ = three_branch_run
     config = ExperimentConfig.load(out / "config.json")
     assert config.branches == ("cr", "lld", "w2v")
+    assert config.model_options == {"dropout": 0.4}
+    fold_name = sorted(os.listdir(out / "classification"))[0]
+    from msir_keras.export import LoadedModel
+
+    assert LoadedModel(str(out / "classification" / fold_name)).model.dropout == 0.4
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"uar", "wa", "macro_f1", "per_emotion"}
     assert set(metrics["mean"]["per_emotion"]["sad"]) >= {"sensitivity", "specificity"}
