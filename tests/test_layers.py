@@ -1,6 +1,5 @@
 import keras
 import numpy as np
-import pytest
 
 from msir_keras.layers import AttentionPooling, FrameLengths, MaskFrames, PooledLengths, Standardize
 
