@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import warnings
 
 import numpy as np
 import soundfile
@@ -20,6 +22,39 @@ class AudioError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class AudioWarning(UserWarning):
+    """Audio that can be used but probably should not be: truncated, or digital silence."""
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def wav_shortfall(path):
+    """Bytes a RIFF/WAVE file's data chunk declares but does not hold (0 when whole).
+
+    libsndfile reads a truncated wav without complaint, up to where its data
+    stops; only the header says that more was meant to be there. Not a wav
+    (or a streamed wav whose header leaves the size open): 0.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk, length = struct.unpack("<4sI", handle.read(8))
+            if chunk == b"data":
+                if length in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, length - (size - offset - 8))
+            offset += 8 + length + (length & 1)
+    return 0
 
 
 def read_audio(path, sample_rate=SAMPLE_RATE):
@@ -39,6 +74,10 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
     Raises:
         AudioError: the file is missing, unreadable, empty or shorter than one
             25 ms frame. The message names the file and the reason.
+
+    Warns:
+        AudioWarning: a wav whose header declares more data than the file
+            holds (a truncated copy), or a file of digital silence.
 
     Example:
     >>> signal = read_audio("../shared/data/emodb/wav/03a01Fa.wav")
@@ -70,6 +109,16 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
         )
     if not np.all(np.isfinite(signal)):
         raise AudioError(path, "the samples hold NaN or infinity; re-encode the file")
+    missing = wav_shortfall(path)
+    if missing:
+        warnings.warn(AudioWarning(
+            path, f"truncated: the header declares {missing} more bytes of audio than the file "
+            f"holds; only the first {signal.shape[0] / sample_rate:.2f} s are used (copy the file again)",
+        ), stacklevel=2)
+    if not np.any(signal):
+        warnings.warn(AudioWarning(
+            path, "digital silence: every sample is 0; check the recording or remove it from the corpus",
+        ), stacklevel=2)
     return signal
 
 

@@ -6,8 +6,25 @@ import argparse
 import json
 import os
 import sys
+import warnings
+
+from msir_keras.features.base import ConfigError
+from msir_keras.limits import check_limit, describe_limit
 
 DEFAULT_STORE = "feature-store"
+
+
+def _limited(name, flag):
+    """An argparse type that checks a flag against its setting's allowed range (msir_keras.limits)."""
+
+    def parse(text):
+        try:
+            return check_limit(name, text, flag)
+        except ConfigError as error:  # argparse names the flag itself
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{flag} ")) from None
+
+    parse.__name__ = describe_limit(name)  # argparse names the type in its messages
+    return parse
 
 
 def _quiet_tensorflow():
@@ -123,6 +140,7 @@ def _experiment_config(args, **fixed):
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         seed=args.seed,
+        n_folds=args.folds,
         model_options={} if args.dropout is None else {"dropout": args.dropout},
     )
     values.update(fixed)
@@ -137,20 +155,21 @@ def _announce_wav2vec2(args):
               flush=True)
 
 
-def _run(config, out):
-    from msir_keras.experiment import run_experiment
+def _run(config, args):
+    from msir_keras.experiment import check_run_folder, run_experiment
 
+    check_run_folder(config, args.out, args.overwrite)  # before any work
     if config.model == "msir" and "w2v" in config.branches:
         config.extractors()["w2v"].key()  # fail at once on an unreachable checkpoint
-    run_experiment(config, out)
-    print(f"run folder: {out}")
+    run_experiment(config, args.out, overwrite=args.overwrite)
+    print(f"run folder: {args.out}")
     return 0
 
 
 def cmd_run(args):
     _announce_wav2vec2(args)
     config = _experiment_config(args, split="speakers", task="classification")
-    return _run(config, args.out)
+    return _run(config, args)
 
 
 def cmd_train(args):
@@ -171,11 +190,10 @@ def cmd_train(args):
         zeta=args.zeta,
         theta=args.theta,
         split=args.split,
-        n_folds=args.folds,
         validation=args.validation,
         validation_by=args.validation_by,
     )
-    return _run(config, args.out)
+    return _run(config, args)
 
 
 def cmd_evaluate(args):
@@ -193,34 +211,88 @@ def cmd_export(args):
     return 0
 
 
-def cmd_predict(args):
-    from msir_keras.export import Detector
+def _warn(message):
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
+
+def cmd_predict(args):
+    from msir_keras.export import Detector, audio_files
+
+    files = audio_files(args.files)
     detector = Detector(args.model, fold=args.fold, threshold=args.threshold, wav2vec2=args.wav2vec2)
-    table = detector.predict(args.files)
+    if args.window is not None:
+        return _predict_timelines(detector, files, args)
+    table = detector.predict(files, batch_size=args.batch_size, errors="collect", warn=_warn)
+    if "error" not in table:
+        table["error"] = None
+    failed = table[table["error"].notna()]
+    for path, reason in zip(failed["path"], failed["error"]):
+        print(f"msir predict: {path}: {reason}", file=sys.stderr)
+    good = table.drop(index=failed.index).drop(columns=["error"], errors="ignore")
     if args.json:
-        print(json.dumps(table.to_dict(orient="records"), indent=2))
-    else:
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(json.dumps(good.to_dict(orient="records"), indent=2))
+    elif len(good):
+        print(good.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(failed):
+        print(f"msir predict: {len(failed)} of {len(table)} file(s) failed (listed above)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _predict_timelines(detector, files, args):
+    from msir_keras.audio import AudioError
+    from msir_keras.plots import plot_timeline
+
+    hop = args.hop if args.hop is not None else args.window / 4
+    os.makedirs(args.out, exist_ok=True)
+    failed = 0
+    for path in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                table = detector.timeline(path, window=args.window, hop=hop, batch_size=args.batch_size)
+        except AudioError as error:
+            print(f"msir predict: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        stem = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".timeline")
+        table.to_csv(stem + ".csv", index=False, float_format="%.4f")
+        with open(stem + ".json", "w") as handle:
+            json.dump({"path": path, "window": args.window, "hop": hop,
+                       "windows": table.to_dict(orient="records")}, handle, indent=1)
+        detection = any(len(n) == 2 and n[0].startswith("not-") for n in detector.class_names.values())
+        plot_timeline(table, stem + ".png", threshold=args.threshold if detection else None,
+                      title=f"{os.path.basename(path)}: {args.window:g} s windows every {hop:g} s")
+        if args.json:
+            print(json.dumps({"path": path, "windows": table.to_dict(orient="records")}, indent=1))
+        else:
+            print(f"{path}: {len(table)} windows -> {stem}.csv, .json, .png")
+    return 1 if failed else 0
 
 
 def _training_arguments(parser):
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--patience", type=int, default=20, help="epochs without a better val_uar")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dropout", type=float, default=None,
+    parser.add_argument("--epochs", type=_limited("epochs", "--epochs"), default=100)
+    parser.add_argument("--patience", type=_limited("patience", "--patience"), default=20,
+                        help="epochs without a better val_uar")
+    parser.add_argument("--learning-rate", type=_limited("learning_rate", "--learning-rate"), default=1e-3)
+    parser.add_argument("--batch-size", type=_limited("batch_size", "--batch-size"), default=64)
+    parser.add_argument("--dropout", type=_limited("dropout", "--dropout"), default=None,
                         help="dropout before the fully connected layers (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_limited("seed", "--seed"), default=0)
+    parser.add_argument("--folds", type=_limited("n_folds", "--folds"), default=5,
+                        help="leave-speakers-out folds (default: %(default)s)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder (kept until the new run has finished)")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="msir", description="MSIR speech emotion detection (Wu et al., IEICE 2024) in Keras."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error (for bug reports)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="count what a corpus loader finds, before extracting")
@@ -238,7 +310,8 @@ def build_parser():
     extract.add_argument("--features", default="logmel,lld,w2v",
                          help="comma list of logmel,lld,w2v,compare,egemaps (default: %(default)s)")
     extract.add_argument("--shard", help="i/n: extract only the i-th of n shares (1-based)")
-    extract.add_argument("--batch-size", type=int, default=8, help="wav2vec 2.0 utterances per batch")
+    extract.add_argument("--batch-size", type=_limited("batch_size", "--batch-size"), default=8,
+                         help="wav2vec 2.0 utterances per batch")
     extract.set_defaults(handler=cmd_extract)
 
     run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
@@ -257,12 +330,12 @@ def build_parser():
     train.add_argument("--model", default="msir", choices=["msir", "svm-compare", "svm-egemaps"])
     train.add_argument("--branches", default="cr,lld,w2v", help="MSIR branches (default: %(default)s)")
     train.add_argument("--loss", default="focal", choices=["focal", "crossentropy"])
-    train.add_argument("--zeta", type=float, default=None,
+    train.add_argument("--zeta", type=_limited("zeta", "--zeta"), default=None,
                        help="focal weighting (default: the paper's per emotion for detection, 0.25 otherwise)")
-    train.add_argument("--theta", type=float, default=2.0, help="focal focusing factor")
+    train.add_argument("--theta", type=_limited("theta", "--theta"), default=2.0, help="focal focusing factor")
     train.add_argument("--split", default="speakers", choices=["speakers", "session", "loso"])
-    train.add_argument("--folds", type=int, default=5, help="leave-speakers-out folds")
-    train.add_argument("--validation", type=float, default=0.2, help="share of training data for validation")
+    train.add_argument("--validation", type=_limited("validation", "--validation"), default=0.2,
+                       help="share of training data for validation")
     train.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
     train.set_defaults(handler=cmd_train)
 
@@ -270,7 +343,9 @@ def build_parser():
     evaluate.add_argument("run_dir", metavar="RUN", help="a run folder")
     _corpus_arguments(evaluate, required=False)
     evaluate.add_argument("--store", default=DEFAULT_STORE)
-    evaluate.add_argument("--out", default=None, help="where to write (default: RUN/evaluation-<corpus>)")
+    evaluate.add_argument("--out", default=None,
+                          help="where to write (default: RUN/evaluation-retest, or "
+                          "RUN/evaluation-<corpus>-<root name> for another corpus)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")
@@ -279,32 +354,62 @@ def build_parser():
     export.set_defaults(handler=cmd_export)
 
     predict = commands.add_parser("predict", help="per-emotion probabilities of audio files")
-    predict.add_argument("files", nargs="+", help="audio files")
+    predict.add_argument("files", nargs="+", help="audio files, or folders of them")
     predict.add_argument("--model", required=True, help="a run folder, an export, or a fold folder")
     predict.add_argument("--fold", default=None, help="use one fold's model (default: average all)")
-    predict.add_argument("--threshold", type=float, default=0.5, help="detection decision threshold")
+    predict.add_argument("--threshold", type=_limited("threshold", "--threshold"), default=0.5,
+                         help="detection decision threshold")
     predict.add_argument("--wav2vec2", default=None, help="where the model's wav2vec 2.0 checkpoint is now")
+    predict.add_argument("--batch-size", type=_limited("batch_size", "--batch-size"), default=16,
+                         help="files (or timeline windows) per forward pass")
+    predict.add_argument("--window", type=_limited("window", "--window"), default=None,
+                         help="seconds: an emotion timeline of each file, one prediction per window")
+    predict.add_argument("--hop", type=_limited("hop", "--hop"), default=None,
+                         help="seconds between timeline windows (default: a quarter of --window)")
+    predict.add_argument("--out", default=".",
+                         help="folder for the timelines' CSV, JSON and PNG (default: the current folder)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=cmd_predict)
+    for command in commands.choices.values():
+        # --debug is also taken after the command; SUPPRESS keeps the top-level value otherwise.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of any error")
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv=None):
     _quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "out", "") is None and args.command in ("run", "train"):
         model = getattr(args, "model", "msir")
         args.out = os.path.join("runs", f"{args.corpus}-{model}")
+    warnings.showwarning = _show_warning  # one line each, not Python's file:line form
+    if args.debug:
+        return args.handler(args)
     from msir_keras.audio import AudioError
     from msir_keras.corpora import CorpusError
-    from msir_keras.features import CheckpointError, ConfigError, MissingFeaturesError
+    from msir_keras.features import CheckpointError, MissingFeaturesError
 
     try:
         return args.handler(args)
     except (AudioError, CorpusError, CheckpointError, ConfigError, MissingFeaturesError,
-            FileNotFoundError, ValueError) as error:
+            FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
         print(f"msir {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"msir {args.command}: interrupted; finished work is kept (a run resumes when "
+              "started again)", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: one line here, the traceback with --debug
+        print(f"msir {args.command}: internal error: {type(error).__name__}: {error}\n"
+              "This is a bug in msir-keras: rerun with --debug for the traceback and report it.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

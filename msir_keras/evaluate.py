@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from msir_keras.experiment import (
     ExperimentConfig,
@@ -16,18 +17,35 @@ from msir_keras.experiment import (
 from msir_keras.metrics import mean_reports
 
 
+def evaluation_folder(run, corpus=None, root=None):
+    """Where an evaluation is written by default: one folder per kind and corpus.
+
+    A re-test goes to `RUN/evaluation-retest`; a cross-corpus test to
+    `RUN/evaluation-<corpus>-<name of its root>`, so testing on two corpora (or
+    two manifests) never overwrites the other.
+    """
+    if corpus is None:
+        return os.path.join(run, "evaluation-retest")
+    stem = os.path.splitext(os.path.basename(os.path.normpath(root)))[0]
+    return os.path.join(run, f"evaluation-{corpus}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stem)}")
+
+
 def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     """Predicts with a run's saved models and writes metrics.json and results.md.
 
     Without `corpus`, each fold's model is tested on its own fold's test
     speakers (the run's figures, recomputed from the saved models). With
     `corpus` and `root`, every fold model is tested on the whole other corpus
-    (cross-corpus), with features extracted using the run's settings.
+    (cross-corpus, no folds are made there), with features extracted using
+    the run's settings and labels mapped by name; utterances whose label the
+    models do not know are left out and reported, and figures are given for
+    the classes the other corpus holds.
 
     Returns:
         The metrics dict.
     """
-    from msir_keras.export import LoadedModel, model_folders
+    from msir_keras.export import model_folders
+    from msir_keras.model import load_model
 
     config_path = os.path.join(run, "config.json")
     if not os.path.exists(config_path):
@@ -42,22 +60,26 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
         config = dataclasses.replace(config, corpus=corpus, root=root)
     if store is not None:
         config = dataclasses.replace(config, store=store)
-    table, data, folds, _ = prepare(config, log)
     models = model_folders(run)
+    targets = sorted({t for t, _ in models})
+    table, data, folds, _ = prepare(config, log, folds=not cross)
     results = {}
-    for target in sorted({t for t, _ in models}):
+    for target in targets:
         labels, class_names = target_labels(config, table, target)
         reports = {}
-        for fold in folds if not cross else []:
-            model = LoadedModel(models[(target, fold.name)]).model
+        for fold in folds:
+            if (target, fold.name) not in models:
+                raise FileNotFoundError(f"{run}: no model for {target} fold {fold.name}; the run folder is incomplete")
+            model = load_model(os.path.join(models[(target, fold.name)], "model.keras"), compile=False)
             predicted = data.subset(fold.test).predict(model, config.batch_size).argmax(-1)
             reports[fold.name] = _report(config, labels[fold.test], predicted, class_names)
         for (model_target, name), folder in models.items() if cross else []:
             if model_target == target:
-                predicted = data.predict(LoadedModel(folder).model, config.batch_size).argmax(-1)
+                model = load_model(os.path.join(folder, "model.keras"), compile=False)
+                predicted = data.predict(model, config.batch_size).argmax(-1)
                 reports[name] = _report(config, labels, predicted, class_names)
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
-    out = out or os.path.join(run, f"evaluation-{config.corpus}")
+    out = out or evaluation_folder(run, corpus, root)
     metrics = write_results(out, summarise(config, results), log)
     log(f"evaluation written to {out}")
     return metrics

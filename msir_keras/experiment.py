@@ -8,17 +8,25 @@ classification or one-vs-rest detection, and writes a run folder::
     metrics.json            per-fold and mean figures
     results.md              the same as a table
     <target>/<fold>/        model.keras, normalization.json, history.csv,
-                            predictions.csv, metrics.json, confusion.png
+                            predictions.csv, confusion.png, metrics.json
 
 The epoch (MSIR) or C (SVM) is chosen on the validation part, drawn from the
 training speakers; the test speakers are only ever predicted once, at the end.
+
+A run is written into `<out>.partial` and moved to `<out>` when it has
+finished, so a crash never leaves a half-written run where a finished one
+was. Started again with the same configuration, a run resumes from its
+`.partial` folder: folds whose `metrics.json` was written are not trained again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -31,13 +39,15 @@ from msir_keras.features import (
     branch_extractors,
 )
 from msir_keras.features.base import ConfigError
+from msir_keras.limits import check_limit
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
 # The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
 PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
 MODELS = ("msir", "svm-compare", "svm-egemaps")
 TASKS = ("classification", "detection")
-
+SPLITS = ("speakers", "session", "loso")
+PRESETS = ("small", "paper")
 
 @dataclasses.dataclass
 class ExperimentConfig:
@@ -108,9 +118,20 @@ class ExperimentConfig:
             ("task", self.task, TASKS),
             ("model", self.model, MODELS),
             ("loss", self.loss, ("focal", "crossentropy")),
+            ("split", self.split, SPLITS),
+            ("preset", self.preset, PRESETS),
+            ("validation_by", self.validation_by, ("utterances", "speakers")),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
+                     "theta", "seed"):
+            setattr(self, name, check_limit(name, getattr(self, name)))
+        zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
+        for value in zetas:
+            check_limit("zeta", value)
+        if "dropout" in self.model_options:
+            check_limit("dropout", self.model_options["dropout"])
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -152,20 +173,44 @@ class ExperimentConfig:
         return 0.25 if self.zeta is None else self.zeta
 
 
-def prepare(config, log=print):
+def report_skipped(corpus, log=print, shown=10):
+    """Logs what a corpus loader left out: labels outside the classes as counts, other entries with where and why."""
+    by_label = pd.Series([e["label"] for e in corpus.skipped if "label" in e], dtype=object).value_counts()
+    if len(by_label):
+        log(f"{by_label.sum()} {corpus.name} utterance(s) left out, their labels not among the classes: "
+            + ", ".join(f"{label} {count}" for label, count in sorted(by_label.items())))
+    others = [e for e in corpus.skipped if "label" not in e]
+    if others:
+        log(f"{len(others)} {corpus.name} entr{'y' if len(others) == 1 else 'ies'} left out:")
+    for entry in others[:shown]:
+        log(f"  {entry['where']}: {entry['reason']}")
+    if len(others) > shown:
+        log(f"  ... {len(others) - shown} more (`msir inspect --json` lists all)")
+
+
+def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
     """Loads the corpus, extracts (or reads cached) features, makes the folds.
 
     Files whose extraction fails are left out of the experiment and listed;
     everything extracted before stays in the store.
+
+    Args:
+        config: ExperimentConfig.
+        log: callable(str).
+        folds: bool, defaults to True. False (cross-corpus testing) makes no
+            folds and returns an empty list for them.
+        classes: the labels kept; rows with others are left out and reported.
 
     Returns:
         (utterance table, FeatureSet, list of Fold, extraction summary).
     """
     from msir_keras.data import FeatureSet
 
-    corpus = load_corpus(config.corpus, config.root, emotions="four")
+    corpus = load_corpus(config.corpus, config.root, emotions="all")
+    corpus = corpus.select_labels(list(classes))
     for warning in corpus.warnings:
         log(f"WARNING: {warning}")
+    report_skipped(corpus, log)
     table = corpus.utterances
     extractors = config.extractors()
     store = FeatureStore(config.store)
@@ -175,16 +220,23 @@ def prepare(config, log=print):
         failed = {path for path, _ in summary.failed}
         table = table[~table["path"].isin(failed)].reset_index(drop=True)
         log(f"{len(failed)} file(s) left out of this experiment; {len(table)} remain")
+    if table.empty:
+        raise ConfigError(f"{config.root}: no utterance left to use (see the messages above)")
     data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
-    folds = make_folds(
-        table,
-        config.split,
-        n_folds=config.n_folds,
-        validation=config.validation,
-        seed=config.seed,
-        by=config.validation_by,
-    )
-    return table, data, folds, summary
+    if not folds:
+        return table, data, [], summary
+    try:
+        made = make_folds(
+            table,
+            config.split,
+            n_folds=config.n_folds,
+            validation=config.validation,
+            seed=config.seed,
+            by=config.validation_by,
+        )
+    except ValueError as error:
+        raise ConfigError(f"{config.root}: {error}") from None
+    return table, data, made, summary
 
 
 def target_labels(config, table, target):
@@ -321,47 +373,134 @@ def run_fold(config, table, data, fold, target, folder, log=print):
     predictions.to_csv(os.path.join(folder, "predictions.csv"), index=False)
     report = _report(config, labels[fold.test], predicted, class_names)
     report.update(fold=fold.to_dict(table), **extra)
-    with open(os.path.join(folder, "metrics.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
     plot_confusion(report["confusion"], class_names, os.path.join(folder, "confusion.png"),
                    title=f"{config.model} {target}, {fold.name}: UAR {report['uar']:.1%}")
-    log(f"  {target:>14} {fold.name:<22} UAR {report['uar']:.3f}  "
-        + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
-           if config.task == "classification"
-           else f"TPR {report['sensitivity']:.3f}  TNR {report['specificity']:.3f}  F1 {report['f1']:.3f}"))
+    # Written last: its presence marks the fold as finished (a resumed run skips it).
+    write_json(os.path.join(folder, "metrics.json"), report)
+    _log_fold(config, target, fold.name, report, log)
     return report
 
 
-def run_experiment(config, out, log=print):
+def _log_fold(config, target, name, report, log, note=""):
+    log(f"  {target:>14} {name:<22} UAR {report['uar']:.3f}  "
+        + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
+           if config.task == "classification"
+           else f"TPR {report['sensitivity']:.3f}  TNR {report['specificity']:.3f}  F1 {report['f1']:.3f}")
+        + note)
+
+
+def finished_fold(config, folder):
+    """The saved report of a fold that a previous attempt finished, or None."""
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.exists(path) or (config.model == "msir" and not os.path.exists(
+            os.path.join(folder, "model.keras"))):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_json(path, value):
+    """Writes valid JSON: NaN and infinity (undefined figures) become null."""
+    with open(path, "w") as handle:
+        json.dump(_finite(value), handle, indent=2, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class RunFolderError(ConfigError):
+    """A run folder that would be overwritten, or a partial run of another configuration."""
+
+
+def staging_folder(out):
+    return os.path.normpath(out) + ".partial"
+
+
+def check_run_folder(config, out, overwrite=False):
+    """Refuses, before any work, to write over a finished run or a foreign partial one."""
+    if os.path.exists(out) and not overwrite:
+        raise RunFolderError(
+            f"{out} already holds a run; pass --overwrite to replace it (the old one is kept until "
+            "the new one has finished) or choose another --out"
+        )
+    staging = staging_folder(out)
+    saved = os.path.join(staging, "config.json")
+    if os.path.exists(saved) and not overwrite:
+        if ExperimentConfig.load(saved).to_dict() != ExperimentConfig.from_dict(config.to_dict()).to_dict():
+            raise RunFolderError(
+                f"{staging} holds an unfinished run with another configuration; pass --overwrite "
+                "to discard it, or delete it"
+            )
+
+
+def run_experiment(config, out, log=print, overwrite=False):
     """Runs an experiment end to end and writes its run folder (see the module doc).
+
+    Args:
+        config: ExperimentConfig.
+        out: str. The run folder; written as `<out>.partial` until finished.
+        log: callable(str).
+        overwrite: bool, defaults to False. Replace a finished run at `out`
+            (kept until this one has finished) and discard a partial run of
+            another configuration; without it both are refused.
 
     Returns:
         The metrics dict written to `out/metrics.json`.
     """
-    os.makedirs(out, exist_ok=True)
-    config.save(os.path.join(out, "config.json"))
+    check_run_folder(config, out, overwrite)
+    staging = staging_folder(out)
+    saved = os.path.join(staging, "config.json")
+    if os.path.exists(saved) and ExperimentConfig.load(saved).to_dict() != config.to_dict():
+        shutil.rmtree(staging)  # another configuration's partial run; --overwrite said to discard it
+    if os.path.exists(saved):
+        log(f"resuming the unfinished run in {staging}")
+    os.makedirs(staging, exist_ok=True)
+    config.save(saved)
     table, data, folds, summary = prepare(config, log)
     if summary.failed:
-        with open(os.path.join(out, "extraction_failures.json"), "w") as handle:
-            json.dump(summary.to_dict()["failed"], handle, indent=2)
+        write_json(os.path.join(staging, "extraction_failures.json"), summary.to_dict()["failed"])
     targets = ["classification"] if config.task == "classification" else list(config.targets)
     log(f"{config.model} ({config.preset}, branches {'+'.join(config.branches)}) on {config.corpus}: "
         f"{len(table)} utterances, {len(folds)} fold(s), task {config.task}")
     results = {}
     for target in targets:
-        reports = {
-            fold.name: run_fold(config, table, data, fold, target, os.path.join(out, target, fold.name), log)
-            for fold in folds
-        }
+        reports = {}
+        for fold in folds:
+            folder = os.path.join(staging, target, fold.name)
+            report = finished_fold(config, folder)
+            if report is None:
+                report = run_fold(config, table, data, fold, target, folder, log)
+            else:
+                _log_fold(config, target, fold.name, report, log, note="  (finished before, reused)")
+            reports[fold.name] = report
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
-    return write_results(out, summarise(config, results), log)
+    metrics = write_results(staging, summarise(config, results), log)
+    _move_into_place(staging, out)
+    return metrics
+
+
+def _move_into_place(staging, out):
+    """Replaces `out` by the finished `staging` folder; an old run goes only once the new one is there."""
+    old = None
+    if os.path.exists(out):
+        old = f"{os.path.normpath(out)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def write_results(out, metrics, log=print):
     """Writes metrics.json and results.md (the table, also logged) into `out`."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
+    write_json(os.path.join(out, "metrics.json"), metrics)
     text = results_table(metrics)
     with open(os.path.join(out, "results.md"), "w") as handle:
         handle.write(text + "\n")
@@ -384,36 +523,44 @@ def summarise(config, results):
             "folds": {name: figures(r) for name, r in result["folds"].items()},
             "mean": figures(result["mean"]),
             "confusion": result["mean"]["confusion"],
-            "class_names": list(FOUR_CLASSES),
+            "class_names": list(result["mean"]["class_names"]),
+            # Classes no test part held (cross-corpus): no per-class figure is given for them.
+            "absent": result["mean"].get("absent", []),
         }
     figures = lambda r: {k: r[k] for k in ("uar", "sensitivity", "specificity", "f1", "wa")}  # noqa: E731
     emotions = {
         target: {"folds": {n: figures(r) for n, r in res["folds"].items()}, "mean": figures(res["mean"])}
         for target, res in results.items()
     }
-    overall = {k: float(np.mean([e["mean"][k] for e in emotions.values()]))
+    overall = {k: float(np.nanmean([np.nan if e["mean"][k] is None else e["mean"][k] for e in emotions.values()]))
                for k in ("uar", "sensitivity", "specificity", "f1", "wa")}
     return {"task": "detection", "model": config.model, "emotions": emotions, "mean": overall}
+
+
+def _figure(value, digits=3):
+    """A table cell: the value, or n/a where it is undefined (no example of a class)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def results_table(metrics):
     """A markdown table of the per-fold and mean figures."""
     if metrics["task"] == "classification":
-        emotions = metrics["class_names"]
+        emotions = [e for e in metrics["class_names"] if e not in metrics.get("absent", [])]
         header = ["fold", "UAR", "WA", "macro-F1"] + [f"{e} TPR/TNR" for e in emotions]
         rows = []
         for name, r in list(metrics["folds"].items()) + [("mean", metrics["mean"])]:
-            rows.append([name, f"{r['uar']:.3f}", f"{r['wa']:.3f}", f"{r['macro_f1']:.3f}"]
-                        + [f"{r['per_emotion'][e]['sensitivity']:.2f}/{r['per_emotion'][e]['specificity']:.2f}"
-                           for e in emotions])
+            per = r["per_emotion"]
+            rows.append([name, _figure(r["uar"]), _figure(r["wa"]), _figure(r["macro_f1"])]
+                        + [f"{_figure(per[e]['sensitivity'], 2)}/{_figure(per[e]['specificity'], 2)}"
+                           if e in per else "n/a" for e in emotions])
     else:
         header = ["emotion", "fold", "UAR", "TPR", "TNR", "F1"]
+        keys = ("uar", "sensitivity", "specificity", "f1")
         rows = []
         for emotion, result in metrics["emotions"].items():
             for name, r in list(result["folds"].items()) + [("mean", result["mean"])]:
-                rows.append([emotion, name] + [f"{r[k]:.3f}" for k in ("uar", "sensitivity", "specificity", "f1")])
-        r = metrics["mean"]
-        rows.append(["all", "mean"] + [f"{r[k]:.3f}" for k in ("uar", "sensitivity", "specificity", "f1")])
+                rows.append([emotion, name] + [_figure(r[k]) for k in keys])
+        rows.append(["all", "mean"] + [_figure(metrics["mean"][k]) for k in keys])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

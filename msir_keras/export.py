@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -70,27 +71,35 @@ def _is_model_folder(folder):
 
 
 class LoadedModel:
-    """One model from a folder: `.keras` or SavedModel, with its metadata."""
+    """One model from a folder: `.keras` or SavedModel, with its metadata.
+
+    `call` is the model as a graph function of padded feature tensors, for
+    tracing into a larger function (`Detector` averages folds in one).
+    """
 
     def __init__(self, folder):
         self.folder = folder
         keras_file = os.path.join(folder, "model.keras")
         if os.path.exists(keras_file):
-            import keras
+            from msir_keras.model import load_model
 
-            import msir_keras.model  # noqa: F401  (registers the classes)
-
-            self.model = keras.saving.load_model(keras_file)
+            # Prediction needs no optimizer or loss: compile=False loads faster.
+            self.model = load_model(keras_file, compile=False)
             self.metadata = model_metadata(self.model)
-            # A compiled predict: eager calls run the LSTMs step by step, 100x slower.
-            self._call = lambda inputs: np.asarray(self.model.predict_on_batch(inputs))
+            self.call = lambda inputs: self.model(inputs, training=False)
         else:
             import tensorflow as tf
 
-            with open(os.path.join(folder, METADATA)) as handle:
+            metadata = os.path.join(folder, METADATA)
+            if not os.path.exists(metadata):
+                raise FileNotFoundError(
+                    f"{metadata}: missing; a SavedModel needs the msir.json that `msir export` writes "
+                    "beside it (export the run again)"
+                )
+            with open(metadata) as handle:
                 self.metadata = json.load(handle)
             self.model = tf.saved_model.load(folder)
-            self._call = lambda inputs: self.model.serve(inputs).numpy()
+            self.call = lambda inputs: self.model.serve(inputs)
 
     @property
     def class_names(self):
@@ -99,6 +108,10 @@ class LoadedModel:
     @property
     def feature_config(self):
         return self.metadata["feature_config"]
+
+    @property
+    def input_shapes(self):
+        return {name: tuple(shape) for name, shape in self.metadata["input_shapes"].items()}
 
     def check_inputs(self, inputs):
         """Raises ConfigError when `inputs` do not fit the features the model was trained on."""
@@ -119,16 +132,41 @@ class LoadedModel:
 
     def __call__(self, inputs):
         self.check_inputs(inputs)
-        return self._call({k: np.asarray(v, np.float32) for k, v in inputs.items()})
+        return np.asarray(self.call({k: np.asarray(v, np.float32) for k, v in inputs.items()}))
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".mp3")
+
+
+def audio_files(arguments):
+    """Files to predict: each argument a file, or a folder searched for audio files (recursively)."""
+    files = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(argument)
+                for name in names
+                if name.lower().endswith(AUDIO_SUFFIXES)
+            )
+            if not found:
+                raise FileNotFoundError(f"{argument}: a folder with no audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files += found
+        else:
+            files.append(argument)
+    return files
 
 
 class Detector:
     """Per-emotion probabilities and decisions for audio files, from a run or an export.
 
-    A classification run gives the 4 class probabilities (decision: the most
+    A classification run gives the class probabilities (decision: the most
     probable class). A detection run gives each emotion's detector's positive
     probability (decision: above `threshold`). With several folds the fold
-    models' probabilities are averaged, unless `fold` picks one.
+    models' probabilities are averaged, unless `fold` picks one. Every fold
+    model runs inside one graph function, traced once for any batch size and
+    length (the time axis is left open), so a new file length costs no new
+    trace.
 
     Args:
         path: str. A run folder, an export folder, or one fold's folder.
@@ -152,8 +190,9 @@ class Detector:
         self.threshold = threshold
         first = next(iter(self.models.values()))
         self.feature_config = first.feature_config
+        self.input_shapes = first.input_shapes
         for model in self.models.values():
-            if model.feature_config != self.feature_config:
+            if model.feature_config != self.feature_config or model.input_shapes != self.input_shapes:
                 raise ConfigError(f"{path}: its models were trained on different features")
         self.extractors = {}
         for name, entry in self.feature_config.items():
@@ -169,6 +208,30 @@ class Detector:
                 )
             self.extractors[name] = extractor
         self.targets = sorted({key[0] for key in self.models})
+        self.class_names = {
+            target: next(m for (t, _), m in self.models.items() if t == target).class_names
+            for target in self.targets
+        }
+        self._forward = None
+
+    def _function(self):
+        """The fold-averaging graph function, traced on first use."""
+        if self._forward is None:
+            import tensorflow as tf
+
+            signature = {
+                name: tf.TensorSpec((None, None, *shape), tf.float32, name=name)
+                for name, shape in self.input_shapes.items()
+            }
+            groups = {t: [m for (target, _), m in self.models.items() if target == t] for t in self.targets}
+
+            @tf.function(input_signature=[signature])
+            def forward(inputs):
+                return {t: tf.add_n([m.call(inputs) for m in models]) / len(models)
+                        for t, models in groups.items()}
+
+            self._forward = forward
+        return self._forward
 
     def features(self, signals):
         """{input name: padded batch} of float32 mono 16 kHz signals."""
@@ -181,21 +244,15 @@ class Detector:
 
     def probabilities(self, inputs):
         """{target: (B, C) probabilities averaged over folds} of padded features."""
-        out = {}
-        for target in self.targets:
-            runs = [m(inputs) for (t, _), m in self.models.items() if t == target]
-            out[target] = np.mean(runs, axis=0)
-        return out
+        first = next(iter(self.models.values()))
+        first.check_inputs(inputs)
+        outputs = self._function()({k: np.asarray(v, np.float32) for k, v in inputs.items()})
+        return {target: value.numpy() for target, value in outputs.items()}
 
-    def predict(self, paths):
-        """A DataFrame: one row per file, per emotion its probability and decision."""
-        import pandas as pd
-
-        signals = [read_audio(path) for path in paths]
-        probabilities = self.probabilities(self.features(signals))
-        rows = [{"path": str(path)} for path in paths]
+    def _rows(self, probabilities, rows):
+        """Adds each target's probabilities and decisions to `rows` (one dict per input)."""
         for target, values in probabilities.items():
-            names = next(m for (t, _), m in self.models.items() if t == target).class_names
+            names = self.class_names[target]
             if len(names) == 2 and names[0].startswith("not-"):
                 emotion = names[1]
                 for row, p in zip(rows, values[:, 1]):
@@ -207,6 +264,114 @@ class Detector:
                     for name, value in zip(names, p):
                         row[f"p_{name}"] = float(value)
                         row[name] = names[int(np.argmax(p))] == name
+        return rows
+
+    def predict(self, paths, batch_size=16, errors="raise", warn=None):
+        """A DataFrame: one row per file, per emotion its probability and decision.
+
+        Files are read and predicted in batches of similar length.
+
+        Args:
+            paths: list of str. Audio files.
+            batch_size: int, defaults to 16. Files per forward pass.
+            errors: "raise" (the first bad file raises AudioError) or
+                "collect": a bad file gets a row with its reason in an
+                `error` column, and the other files are still predicted.
+            warn: callable(str) or None. Told of suspicious audio (truncated,
+                digital silence); None leaves the warnings to Python's
+                `warnings` module.
+        """
+        import pandas as pd
+        import soundfile
+
+        from msir_keras.audio import AudioError, AudioWarning
+
+        paths = [str(path) for path in paths]
+
+        def frames(path):
+            try:
+                return soundfile.info(path).frames
+            except Exception:
+                return 0  # read_audio names the problem below
+
+        order = sorted(range(len(paths)), key=lambda i: frames(paths[i]))
+        rows = [{"path": path} for path in paths]
+        for start in range(0, len(order), batch_size):
+            chunk, signals = [], []
+            for index in order[start : start + batch_size]:
+                try:
+                    with warnings.catch_warnings(record=warn is not None) as caught:
+                        if warn is not None:
+                            warnings.simplefilter("always", AudioWarning)
+                        signal = read_audio(paths[index])
+                    for entry in caught or []:
+                        warn(str(entry.message))
+                except AudioError as error:
+                    if errors == "raise":
+                        raise
+                    rows[index]["error"] = error.reason
+                    continue
+                chunk.append(index)
+                signals.append(signal)
+            if chunk:
+                probabilities = self.probabilities(self.features(signals))
+                self._rows(probabilities, [rows[i] for i in chunk])
+        table = pd.DataFrame(rows)
+        if "error" in table:
+            table = table[[c for c in table.columns if c != "error"] + ["error"]]
+        return table
+
+    def timeline(self, path, window=4.0, hop=1.0, batch_size=32):
+        """Emotion probabilities over a long recording, one row per window.
+
+        Features whose frames depend only on their neighbourhood (log-Mels,
+        LLDs) are computed once for the whole file and sliced into windows;
+        wav2vec 2.0 features (attention over the whole input) are computed per
+        window, in batches. Memory grows with the file's length only through
+        those whole-file features (about 0.7 MB per minute for log-Mels and
+        3D-LLDs); windows are cut and predicted `batch_size` at a time.
+
+        Args:
+            path: str. An audio file of any length.
+            window: float, defaults to 4.0. Window length in seconds.
+            hop: float, defaults to 1.0. Seconds between window starts.
+            batch_size: int, defaults to 32. Windows per forward pass.
+
+        Returns:
+            A DataFrame: start, end (seconds), and per emotion its
+            probability (and decision), one row per window.
+        """
+        import pandas as pd
+
+        from msir_keras.audio import SAMPLE_RATE
+        from msir_keras.data import pad_batch
+
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window and hop must be positive seconds, got {window} and {hop}")
+        signal = read_audio(path)
+        duration = len(signal) / SAMPLE_RATE
+        starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
+        whole = {
+            name: extractor(signal)
+            for name, extractor in self.extractors.items()
+            if extractor.frame_step is not None
+        }
+        rows = []
+        for first in range(0, len(starts), batch_size):
+            batch = starts[first : first + batch_size]
+            inputs = {}
+            for name, extractor in self.extractors.items():
+                if name in whole:
+                    step = extractor.frame_step
+                    pieces = [whole[name][int(round(s / step)) : int(round((s + window) / step))]
+                              for s in batch]
+                else:
+                    pieces = extractor.extract_many(
+                        [signal[int(s * SAMPLE_RATE) : int((s + window) * SAMPLE_RATE)] for s in batch]
+                    )
+                inputs[name] = pad_batch(pieces)
+            batch_rows = [{"start": float(s), "end": float(min(s + window, duration))} for s in batch]
+            rows += self._rows(self.probabilities(inputs), batch_rows)
         return pd.DataFrame(rows)
 
 
@@ -220,7 +385,7 @@ def export_run(path, out):
     for (target, fold), folder in model_folders(path).items():
         loaded = LoadedModel(folder)
         if not hasattr(loaded.model, "export"):
-            raise ValueError(f"{folder} is already a SavedModel export")
+            raise ValueError(f"{folder} is already a SavedModel export; export a run folder instead")
         destination = out if (target, fold) == ("model", "model") else os.path.join(out, target, fold)
         written.append(export_model(loaded.model, destination))
     return written

@@ -68,12 +68,20 @@ def one_vs_rest(matrix, positive):
 
 
 def classification_report(y_true, y_pred, class_names):
-    """4-class (or C-class) figures: uar, wa, macro_f1, confusion, and per class
-    recall, f1, sensitivity and specificity (one-vs-rest)."""
+    """C-class figures: uar, wa, macro_f1, confusion, and per class recall, f1,
+    sensitivity and specificity (one-vs-rest).
+
+    Per-class figures are given for the classes that occur in `y_true`; a
+    class with no example (a corpus without it) is listed in `absent`, and
+    UAR and macro-F1 are means over the classes that occur.
+    """
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
     f1 = f1_scores(matrix)
-    per_class = {}
+    per_class, absent = {}, []
     for index, name in enumerate(class_names):
+        if matrix[index].sum() == 0:
+            absent.append(name)
+            continue
         sensitivity, specificity = one_vs_rest(matrix, index)
         per_class[name] = {
             "sensitivity": sensitivity,
@@ -86,6 +94,7 @@ def classification_report(y_true, y_pred, class_names):
         "wa": wa(y_true, y_pred),
         "macro_f1": macro_f1(y_true, y_pred, len(class_names)),
         "per_class": per_class,
+        "absent": absent,
         "confusion": matrix.tolist(),
         "class_names": list(class_names),
     }
@@ -108,16 +117,25 @@ def detection_report(y_true, y_pred):
 
 
 def mean_reports(reports):
-    """The mean of numeric figures over folds (nested dicts); confusions are summed."""
-    first = reports[0]
+    """The mean of numeric figures over folds (nested dicts); confusions are summed.
+
+    A figure missing from some folds (a class absent from their test part)
+    is the mean over the folds that have it.
+    """
     out = {}
-    for key, value in first.items():
+    keys = list(dict.fromkeys(key for r in reports for key in r))
+    for key in keys:
+        present = [r[key] for r in reports if key in r]
+        value = present[0]
         if key == "confusion":
-            out[key] = np.sum([r[key] for r in reports], axis=0).tolist()
+            out[key] = np.sum(present, axis=0).tolist()
         elif isinstance(value, dict):
-            out[key] = mean_reports([r[key] for r in reports])
+            out[key] = mean_reports(present)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(np.nanmean([r[key] for r in reports]))
+            values = np.array([np.nan if v is None else v for v in present], dtype=float)
+            out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        elif key == "absent":
+            out[key] = sorted(set.intersection(*(set(r.get(key, [])) for r in reports)))
         else:
             out[key] = value
     return out

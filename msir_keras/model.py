@@ -7,6 +7,9 @@ import copy
 import keras
 from keras import layers
 
+# Imported for its registration: a saved model names its compiled FocalLoss,
+# which must be known in a fresh process that only loads the model.
+from msir_keras import losses as _losses  # noqa: F401
 from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
 from msir_keras.features.base import ConfigError
 from msir_keras.layers import FrameLengths, MaskFrames, Standardize
@@ -217,3 +220,29 @@ class MSIR(keras.Model):
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         return cls(**{**PRESETS[preset], **overrides})
+
+
+def load_model(path, compile=True):
+    """Loads a `.keras` file saved from an MSIR model, in any process.
+
+    Importing this module registers every class such a file names (the model,
+    its layers, `FocalLoss`), so `keras.saving.load_model` works too once
+    `msir_keras.model` is imported; this function also names the file when
+    it cannot be read.
+
+    Args:
+        path: str. A `model.keras` file.
+        compile: bool, defaults to True. False skips the optimizer and loss:
+            enough for prediction, and faster.
+    """
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (TypeError, ValueError, OSError) as error:
+        raise ConfigError(
+            f"{path}: cannot load this model ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "was it saved by this version of msir-keras?"
+        ) from error

@@ -1,4 +1,4 @@
-"""Figures from run results: confusion matrices (paper Fig. 4) and bar charts (Figs. 2-3)."""
+"""Figures: confusion matrices (paper Fig. 4) and emotion timelines of long recordings."""
 
 from __future__ import annotations
 
@@ -35,6 +35,47 @@ def plot_confusion(matrix, class_names, path, title=""):
     axes.set_ylabel("true")
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="recall (row share)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+# One colour per emotion, the same in every figure.
+EMOTION_COLOURS = {"angry": "#d62728", "happy": "#ffbf00", "neutral": "#9a9a9a", "sad": "#1f77b4"}
+
+
+def plot_timeline(table, path, title="", threshold=None):
+    """Saves an emotion timeline as PNG: probability per emotion against time.
+
+    `table` is `Detector.timeline`'s output (start, end, p_<emotion>...).
+    Class probabilities that sum to one are drawn as stacked bands; detector
+    probabilities (independent) as lines, with the decision threshold.
+    """
+    plt = _pyplot()
+    columns = [c for c in table.columns if c.startswith("p_")]
+    names = [c[2:] for c in columns]
+    centres = ((table["start"] + table["end"]) / 2).to_numpy()
+    values = table[columns].to_numpy().T
+    fallback = plt.get_cmap("tab10")
+    colours = [EMOTION_COLOURS.get(n, fallback(i % 10)) for i, n in enumerate(names)]
+    figure, axes = plt.subplots(figsize=(max(6.0, min(16.0, 4 + len(table) / 20)), 3.4), dpi=120)
+    stacked = threshold is None and np.allclose(values.sum(axis=0), 1.0, atol=1e-3)
+    if stacked:
+        axes.stackplot(centres, values, labels=names, colors=colours, alpha=0.85, step="mid")
+        axes.set_ylabel("class probability (stacked)")
+    else:
+        for name, row, colour in zip(names, values, colours):
+            axes.plot(centres, row, label=name, color=colour, linewidth=1.6)
+        if threshold is not None:
+            axes.axhline(threshold, color="black", linestyle=":", linewidth=1, label=f"threshold {threshold:g}")
+        axes.set_ylabel("detector probability")
+    axes.set_ylim(0, 1)
+    axes.set_xlim(float(table["start"].min()), float(table["end"].max()))
+    axes.set_xlabel("time (s), window centres")
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -61,7 +61,7 @@ def test_emodb_counts_match_its_readme(emodb_root):
 
 def test_manifest_maps_labels_and_reports_bad_rows_by_line(tmp_path):
     audio = tmp_path / "audio"
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         write_wav(str(audio / f"{name}.wav"), tone(0.3))
     (tmp_path / "m.csv").write_text(
         "path,label,speaker,session,gender\n"
@@ -70,7 +70,7 @@ def test_manifest_maps_labels_and_reports_bad_rows_by_line(tmp_path):
         "audio/missing.wav,sad,s1,1,F\n"      # line 4: missing file
         "audio/c.wav,surprise,s2,2,M\n"       # line 5: not one of the four
         "audio/c.wav,,s2,2,M\n"               # line 6: empty label
-        "audio/c.wav,Sadness,s3,2,\n"         # line 7
+        "audio/d.wav,Sadness,s3,2,\n"         # line 7
     )
     corpus = load_manifest(str(tmp_path / "m.csv"), labels=["angry", "happy", "neutral", "sad"])
     assert corpus.utterances["label"].tolist() == ["angry", "happy", "sad"]

@@ -76,7 +76,7 @@ class Corpus:
         """A copy holding only the given labels (in that order of classes)."""
         keep = self.utterances["label"].isin(labels)
         skipped = self.skipped + [
-            {"where": path, "reason": f"label {label!r} is not among {list(labels)}"}
+            {"where": path, "reason": f"label {label!r} is not among {list(labels)}", "label": label}
             for path, label in self.utterances.loc[~keep, ["path", "label"]].itertuples(
                 index=False
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 from msir_keras.corpora.base import Corpus, CorpusError, canonical_label, make_table
@@ -24,15 +25,33 @@ def load_manifest(csv_path, labels=None):
             skipped (reported with their line number).
 
     Returns:
-        A Corpus. Bad rows (missing file, empty field, unknown label) are in
-        `skipped` with their line number, and the others are kept.
+        A Corpus. Bad rows (missing file, empty field, unknown label, a
+        repeated file) are in `skipped` with their line number, and the
+        others are kept. A file listed twice with the same label and speaker
+        is kept once; a file listed with two labels or two speakers is left
+        out entirely, since neither row can be trusted.
+
+    Raises:
+        CorpusError: no such file, bytes that are not UTF-8 (the line is
+            named), a missing column, or no usable row.
     """
     if not os.path.isfile(csv_path):
         raise CorpusError(f"{csv_path}: no such manifest file")
     folder = os.path.dirname(os.path.abspath(csv_path))
     wanted = None if labels is None else {canonical_label(label) for label in labels}
     rows, skipped = [], []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    with open(csv_path, "rb") as handle:
+        raw_bytes = handle.read()
+    try:
+        # utf-8-sig: spreadsheet programs start their CSV files with a byte-order mark.
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw_bytes[: error.start].count(b"\n") + 1
+        raise CorpusError(
+            f"{csv_path}:{line}: bytes that are not UTF-8 ({raw_bytes[error.start:error.start + 4]!r}); "
+            "save the manifest as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip().lower() for c in (reader.fieldnames or [])]
         absent = [c for c in REQUIRED if c not in columns]
@@ -41,7 +60,8 @@ def load_manifest(csv_path, labels=None):
                 f"{csv_path}: missing column(s) {absent}; the header must name "
                 "path,label,speaker[,session,gender]"
             )
-        for line, raw in enumerate(reader, start=2):
+        for raw in reader:
+            line = reader.line_num
             row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
             where = f"{csv_path}:{line}"
             empty = [c for c in REQUIRED if not row.get(c)]
@@ -64,8 +84,35 @@ def load_manifest(csv_path, labels=None):
                     "speaker": row["speaker"],
                     "session": int(session) if session and session.isdigit() else session,
                     "gender": (row.get("gender") or "").upper()[:1] or None,
+                    "line": line,
                 }
             )
+    rows = _drop_repeats(csv_path, rows, skipped)
     if not rows:
         raise CorpusError(f"{csv_path}: no usable row ({len(skipped)} skipped)")
     return Corpus("manifest", make_table(rows), skipped)
+
+
+def _drop_repeats(csv_path, rows, skipped):
+    """Keeps each file once; a file given two labels or two speakers is left out."""
+    by_path = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    kept = []
+    for path, group in by_path.items():
+        lines = ", ".join(str(r["line"]) for r in group)
+        for key in ("label", "speaker"):
+            values = sorted({r[key] for r in group})
+            if len(values) > 1:
+                for r in group:
+                    skipped.append({"where": f"{csv_path}:{r['line']}",
+                                    "reason": f"{path} is listed at lines {lines} with {key}s "
+                                              f"{values}; fix the manifest so it has one"})
+                break
+        else:
+            kept.append(group[0])
+            skipped += [{"where": f"{csv_path}:{r['line']}",
+                         "reason": f"duplicate of line {group[0]['line']} ({path})"} for r in group[1:]]
+    for row in kept:
+        del row["line"]
+    return kept

@@ -50,6 +50,11 @@ class Extractor:
 
     name = None
     config_class = FeatureConfig
+    # Seconds between frames when frame i depends only on the signal around
+    # i * frame_step, so a long file's features can be computed once and
+    # sliced into windows; None where they cannot (utterance-level functionals,
+    # wav2vec 2.0's attention over the whole input).
+    frame_step = None
 
     def __init__(self, config=None, **overrides):
         if config is None:

@@ -78,6 +78,7 @@ class LLD(Extractor):
 
     name = "lld"
     config_class = LLDConfig
+    frame_step = 0.01  # ComParE_2016's LLD frames: 10 ms apart
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)

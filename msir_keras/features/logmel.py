@@ -59,6 +59,10 @@ class LogMel(Extractor):
     name = "logmel"
     config_class = LogMelConfig
 
+    @property
+    def frame_step(self):
+        return self.config.hop_length
+
     def __call__(self, signal):
         config = self.config
         # `logfbank` of python_speech_features 0.6 takes no window, so take

@@ -11,6 +11,12 @@ changed setting or an edited file never reads a stale entry. Each array is
 written to a temporary file and renamed into place: a run killed halfway
 leaves only whole entries, and the next run resumes from them. Arrays are
 `.npy` read with `allow_pickle=False`; nothing is pickled.
+
+An entry is checked before it counts as present: its `.npy` header must
+parse, hold float32, and the file's size must match the shape it declares.
+A damaged entry (zero bytes, truncated, overwritten) is moved aside to
+`<root>/damaged/` and computed again, and the summary names it. Files are
+written with the user's umask, so a store can be shared.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
+import warnings
 
 import numpy as np
 
-from msir_keras.audio import AudioError, file_digest, read_audio
+from msir_keras.audio import AudioError, AudioWarning, file_digest, read_audio
 
 
 class MissingFeaturesError(LookupError):
-    """Features an experiment needs that the store does not hold yet."""
+    """Features an experiment needs that the store does not hold yet (or holds damaged)."""
 
 
 @dataclasses.dataclass
@@ -37,6 +45,8 @@ class ExtractionSummary:
     cached: int = 0
     failed: list = dataclasses.field(default_factory=list)  # (path, reason)
     skipped_other_shards: int = 0
+    warnings: list = dataclasses.field(default_factory=list)  # (path, reason): used, but suspicious
+    repaired: list = dataclasses.field(default_factory=list)  # (damaged entry, where it was moved)
 
     def to_dict(self):
         return {
@@ -44,6 +54,8 @@ class ExtractionSummary:
             "cached": self.cached,
             "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
             "skipped_other_shards": self.skipped_other_shards,
+            "warnings": [{"path": path, "reason": reason} for path, reason in self.warnings],
+            "repaired": [{"entry": entry, "moved_to": moved} for entry, moved in self.repaired],
         }
 
     def __str__(self):
@@ -53,6 +65,9 @@ class ExtractionSummary:
             + (f", {self.skipped_other_shards} left to other shards" if self.skipped_other_shards else "")
         ]
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed]
+        lines += [f"  WARNING {path}: {reason}" for path, reason in self.warnings]
+        lines += [f"  REPAIRED damaged entry {entry} (moved to {moved}), computed again"
+                  for entry, moved in self.repaired]
         return "\n".join(lines)
 
 
@@ -67,6 +82,37 @@ def parse_shard(text):
     return index, count
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def entry_problem(path):
+    """Why the `.npy` entry at `path` cannot be used, or None when it is whole.
+
+    Checks the header (magic, version, float32, a shape) and that the file's
+    size is exactly the header plus the data it declares: zero-byte,
+    truncated and overwritten entries are caught without reading the data.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            start = handle.tell()
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        return f"unreadable header ({type(error).__name__}: {error})"
+    if dtype != np.float32 or fortran:
+        return f"holds {dtype}{' (Fortran order)' if fortran else ''}, not float32 rows"
+    expected = start + int(np.prod(shape)) * dtype.itemsize
+    if size != expected:
+        return f"{size} bytes where its header {shape} needs {expected}"
+    return None
+
+
 def _atomic_write(path, write):
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -74,6 +120,8 @@ def _atomic_write(path, write):
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+        # mkstemp makes the file private (0600); a shared store needs the user's umask.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -98,6 +146,7 @@ class FeatureStore:
         self.root = str(root)
         self._digests = {}
         self._keys = {}
+        self._checked = set()  # entries verified whole by this process
 
     def _key(self, extractor):
         # Identity can be costly (wav2vec 2.0 hashes its weights): once per extractor.
@@ -116,8 +165,33 @@ class FeatureStore:
     def path(self, extractor, digest):
         return os.path.join(self.root, self._key(extractor), digest[:2], f"{digest}.npy")
 
-    def has(self, extractor, digest):
-        return os.path.exists(self.path(extractor, digest))
+    def has(self, extractor, digest, repaired=None):
+        """Whether a whole entry is stored; a damaged one is moved aside (see `repair`)."""
+        path = self.path(extractor, digest)
+        if path in self._checked:
+            return True
+        if not os.path.exists(path):
+            return False
+        problem = entry_problem(path)
+        if problem is None:
+            self._checked.add(path)
+            return True
+        moved = self.set_aside(path)
+        if repaired is not None:
+            repaired.append((path, moved))
+        else:
+            warnings.warn(f"{path}: damaged feature-store entry ({problem}); moved to {moved}, "
+                          "it will be computed again", stacklevel=2)
+        return False
+
+    def set_aside(self, path):
+        """Moves a damaged entry to `<root>/damaged/`, keeping it for inspection."""
+        relative = os.path.relpath(path, self.root)
+        moved = os.path.join(self.root, "damaged", f"{relative}.{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(moved), exist_ok=True)
+        os.replace(path, moved)
+        self._checked.discard(path)
+        return moved
 
     def save(self, extractor, digest, array):
         folder = os.path.join(self.root, self._key(extractor))
@@ -132,7 +206,18 @@ class FeatureStore:
         )
 
     def load(self, extractor, digest):
-        return np.load(self.path(extractor, digest), allow_pickle=False)
+        path = self.path(extractor, digest)
+        problem = entry_problem(path)
+        if problem is None:
+            try:
+                return np.load(path, allow_pickle=False)
+            except (ValueError, EOFError, OSError) as error:
+                problem = f"{type(error).__name__}: {error}"
+        moved = self.set_aside(path)
+        raise MissingFeaturesError(
+            f"{path}: damaged feature-store entry ({problem}); moved to {moved}. Run the same "
+            "`msir extract` (or the experiment) again: it computes this entry anew."
+        )
 
     def load_many(self, paths, extractor):
         """Loads the features of `paths`; raises if any is not in the store yet."""
@@ -201,18 +286,22 @@ class FeatureStore:
             except OSError as error:
                 summary.failed.append((path, f"cannot read the file ({error.strerror})"))
                 continue
-            missing = [e for e in extractors if not self.has(e, digest)]
+            missing = [e for e in extractors if not self.has(e, digest, summary.repaired)]
             if missing:
                 pending[path] = (digest, missing)
             else:
                 summary.cached += 1
         signals = {}
         for path in list(pending):
-            try:
-                signals[path] = read_audio(path)
-            except AudioError as error:
-                summary.failed.append((path, error.reason))
-                del pending[path]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", AudioWarning)
+                try:
+                    signals[path] = read_audio(path)
+                except AudioError as error:
+                    summary.failed.append((path, error.reason))
+                    del pending[path]
+            summary.warnings += [(path, w.message.reason) for w in caught
+                                 if isinstance(w.message, AudioWarning)]
         failed = set()
         for extractor in extractors:
             todo = [p for p in pending if extractor in pending[p][1] and p not in failed]

@@ -1,0 +1,136 @@
+"""Every saved artefact loads in a new process that imported nothing but the entry point.
+
+Models are trained here, in the test process; each is then used by the
+`msir` command in a subprocess, as a user does from a new shell. A test that
+loads in the process that trained hides a class that only that process had
+registered (the FocalLoss of a saved model, once).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msir_keras.cli import main
+
+
+def msir(*args, check=True):
+    """Runs `msir ARGS` in a fresh interpreter; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    done = subprocess.run([sys.executable, "-m", "msir_keras.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"msir {' '.join(map(str, args))} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, emodb):
+    """Four EmoDB speakers, a few utterances of each class each: a corpus brought as a manifest."""
+    table = emodb.utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])]
+    table = table.groupby(["speaker", "label"]).head(4)
+    path = tmp_path_factory.mktemp("manifest") / "corpus.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(path, index=False)
+    return str(path)
+
+
+def _train(tmp_path_factory, manifest, store, name, *options):
+    out = tmp_path_factory.mktemp("runs") / name
+    assert main(["train", "--corpus", "manifest", "--root", manifest, "--folds", "2", "--epochs", "1",
+                 "--batch-size", "16", "--store", store, "--out", str(out), *options]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, manifest, emodb_store, tiny_wav2vec2):
+    """One run folder per kind of saved model."""
+    store = emodb_store.root
+    return {
+        "focal": _train(tmp_path_factory, manifest, store, "focal", "--wav2vec2", "off"),
+        "crossentropy": _train(tmp_path_factory, manifest, store, "ce", "--wav2vec2", "off",
+                               "--branches", "lld", "--loss", "crossentropy"),
+        "detection": _train(tmp_path_factory, manifest, store, "det", "--wav2vec2", "off", "--branches", "lld",
+                            "--task", "detection", "--emotion", "sad", "--emotion", "angry"),
+        "wav2vec": _train(tmp_path_factory, manifest, store, "w2v", "--wav2vec2", tiny_wav2vec2,
+                          "--branches", "lld,w2v"),
+    }
+
+
+@pytest.fixture(scope="module")
+def wavs(emodb_root):
+    return [os.path.join(emodb_root, "wav", name) for name in ("03a01Wa.wav", "08a01Na.wav", "13a01Nb.wav")]
+
+
+def _predictions(done):
+    return pd.DataFrame(json.loads(done.stdout))
+
+
+def _stored_probabilities(run, target, wav):
+    """What the training process predicted for `wav` (the fold that tested it), or None."""
+    for fold in sorted(os.listdir(run / target)):
+        table = pd.read_csv(run / target / fold / "predictions.csv").set_index("path")
+        if wav in table.index:
+            return fold, table.loc[wav]
+    return None, None
+
+
+def test_focal_classification_run_predicts_evaluates_and_exports_in_a_new_process(runs, wavs, tmp_path,
+                                                                                   emodb_store):
+    run = runs["focal"]
+    table = _predictions(msir("predict", *wavs, "--model", run, "--json"))
+    assert len(table) == 3 and set(table["predicted"]) <= {"angry", "happy", "neutral", "sad"}
+    np.testing.assert_allclose(table[[f"p_{e}" for e in ("angry", "happy", "neutral", "sad")]].sum(axis=1), 1,
+                               rtol=1e-5)
+    # The fresh process reproduces the training process's test predictions, fold by fold.
+    fold, stored = _stored_probabilities(run, "classification", wavs[0])
+    single = _predictions(msir("predict", wavs[0], "--model", run, "--fold", fold, "--json")).iloc[0]
+    assert single["p_angry"] == pytest.approx(stored["p_angry"], rel=1e-4, abs=1e-5)
+
+    msir("evaluate", run, "--store", emodb_store.root)
+    again = json.loads((run / "evaluation-retest" / "metrics.json").read_text())
+    original = json.loads((run / "metrics.json").read_text())
+    for name, figures in original["folds"].items():
+        assert again["folds"][name]["uar"] == pytest.approx(figures["uar"])
+
+    msir("export", run, "--out", tmp_path / "export")
+    exported = _predictions(msir("predict", *wavs, "--model", tmp_path / "export", "--json"))
+    columns = [f"p_{e}" for e in ("angry", "happy", "neutral", "sad")]
+    np.testing.assert_allclose(exported[columns], table[columns], rtol=1e-4, atol=1e-5)
+
+
+def test_crossentropy_run_predicts_in_a_new_process(runs, wavs):
+    table = _predictions(msir("predict", *wavs, "--model", runs["crossentropy"], "--json"))
+    assert len(table) == 3 and table["p_sad"].between(0, 1).all()
+
+
+def test_detection_run_predicts_and_evaluates_in_a_new_process(runs, wavs, emodb_store):
+    run = runs["detection"]
+    table = _predictions(msir("predict", *wavs, "--model", run, "--json"))
+    assert {"p_sad", "sad", "p_angry", "angry"} <= set(table.columns)
+    msir("evaluate", run, "--store", emodb_store.root)
+    metrics = json.loads((run / "evaluation-retest" / "metrics.json").read_text())
+    assert set(metrics["emotions"]) == {"sad", "angry"}
+
+
+def test_wav2vec_run_and_its_export_predict_in_a_new_process(runs, wavs, tmp_path):
+    run = runs["wav2vec"]
+    from_run = _predictions(msir("predict", *wavs[:2], "--model", run, "--json"))
+    msir("export", run, "--out", tmp_path / "export")
+    from_export = _predictions(msir("predict", *wavs[:2], "--model", tmp_path / "export", "--json"))
+    np.testing.assert_allclose(from_export["p_sad"], from_run["p_sad"], rtol=1e-4, atol=1e-5)
+
+
+def test_keras_file_loads_with_keras_after_importing_the_model_module(runs):
+    fold = sorted(os.listdir(runs["focal"] / "classification"))[0]
+    path = runs["focal"] / "classification" / fold / "model.keras"
+    code = ("import keras, msir_keras.model; m = keras.saving.load_model(%r); "
+            "print(type(m).__name__, type(m.loss).__name__, m.loss.zeta)" % str(path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["MSIR", "FocalLoss", "0.25"]
