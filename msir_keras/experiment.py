@@ -459,11 +459,12 @@ def run_experiment(config, out, log=print, overwrite=False):
     saved = os.path.join(staging, "config.json")
     if os.path.exists(saved) and ExperimentConfig.load(saved).to_dict() != config.to_dict():
         shutil.rmtree(staging)  # another configuration's partial run; --overwrite said to discard it
+    # Corpus, features and folds first: a run that cannot start leaves no folder behind.
+    table, data, folds, summary = prepare(config, log)
     if os.path.exists(saved):
         log(f"resuming the unfinished run in {staging}")
     os.makedirs(staging, exist_ok=True)
     config.save(saved)
-    table, data, folds, summary = prepare(config, log)
     if summary.failed:
         write_json(os.path.join(staging, "extraction_failures.json"), summary.to_dict()["failed"])
     targets = ["classification"] if config.task == "classification" else list(config.targets)

@@ -84,7 +84,7 @@ def test_run_folder_holds_everything_a_user_needs(three_branch_run):
 def test_evaluate_recomputes_the_runs_figures(three_branch_run, capsys):
     out, store = three_branch_run
     assert main(["evaluate", str(out), "--store", str(store)]) == 0
-    again = json.loads((out / "evaluation-manifest" / "metrics.json").read_text())
+    again = json.loads((out / "evaluation-retest" / "metrics.json").read_text())
     original = json.loads((out / "metrics.json").read_text())
     for fold, figures in original["folds"].items():
         assert again["folds"][fold]["uar"] == pytest.approx(figures["uar"])

@@ -46,7 +46,7 @@ class ExtractionSummary:
     failed: list = dataclasses.field(default_factory=list)  # (path, reason)
     skipped_other_shards: int = 0
     warnings: list = dataclasses.field(default_factory=list)  # (path, reason): used, but suspicious
-    repaired: list = dataclasses.field(default_factory=list)  # (damaged entry, where it was moved)
+    repaired: list = dataclasses.field(default_factory=list)  # (damaged entry, where it was moved, why)
 
     def to_dict(self):
         return {
@@ -55,7 +55,8 @@ class ExtractionSummary:
             "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
             "skipped_other_shards": self.skipped_other_shards,
             "warnings": [{"path": path, "reason": reason} for path, reason in self.warnings],
-            "repaired": [{"entry": entry, "moved_to": moved} for entry, moved in self.repaired],
+            "repaired": [{"entry": entry, "moved_to": moved, "problem": problem}
+                         for entry, moved, problem in self.repaired],
         }
 
     def __str__(self):
@@ -66,8 +67,8 @@ class ExtractionSummary:
         ]
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed]
         lines += [f"  WARNING {path}: {reason}" for path, reason in self.warnings]
-        lines += [f"  REPAIRED damaged entry {entry} (moved to {moved}), computed again"
-                  for entry, moved in self.repaired]
+        lines += [f"  REPAIRED damaged entry {entry} ({problem}; moved to {moved}), computed again"
+                  for entry, moved, problem in self.repaired]
         return "\n".join(lines)
 
 
@@ -178,7 +179,7 @@ class FeatureStore:
             return True
         moved = self.set_aside(path)
         if repaired is not None:
-            repaired.append((path, moved))
+            repaired.append((path, moved, problem))
         else:
             warnings.warn(f"{path}: damaged feature-store entry ({problem}); moved to {moved}, "
                           "it will be computed again", stacklevel=2)
@@ -228,8 +229,8 @@ class FeatureStore:
             except OSError:
                 missing.append(path)
                 continue
-            if self.has(extractor, digest):
-                arrays.append(self.load(extractor, digest))
+            if os.path.exists(self.path(extractor, digest)):
+                arrays.append(self.load(extractor, digest))  # checks the entry; names a damaged one
             else:
                 missing.append(path)
         if missing:

@@ -1,0 +1,384 @@
+"""Bad input, per entry point of the CLI: a one-line error or a warning naming the thing and the fix.
+
+Each table row is a case: the arguments (built from the fixtures), the exit
+status, what the output must say, and optionally a check of what must (not)
+have happened on disk. A new option's bad values join its entry point's table.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import stat
+import types
+
+import numpy as np
+import pytest
+from conftest import tone, write_wav
+
+from msir_keras.cli import main
+from msir_keras.features import FeatureStore, LLD, LogMel
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    args: object  # callable(ctx) -> list of str
+    status: int
+    says: tuple = ()  # substrings of stdout + stderr
+    check: object = None  # callable(ctx, output), further assertions
+
+    def __repr__(self):
+        return self.id
+
+
+def call(ctx, case, capsys):
+    """Runs one case through `main` as `msir` would; returns (status, all output)."""
+    args = [str(a) for a in case.args(ctx)]
+    try:
+        status = main(args)
+    except SystemExit as exit_:  # argparse refuses a flag before any work
+        status = exit_.code
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert status == case.status, f"msir {' '.join(args)} -> {status}:\n{output[-3000:]}"
+    for text in case.says:
+        assert text in output, f"{text!r} not in the output of msir {' '.join(args)}:\n{output[-3000:]}"
+    assert "Traceback" not in output
+    if case.check is not None:
+        case.check(ctx, output)
+    return output
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, emodb):
+    """Four EmoDB speakers, a few utterances per class each, as a manifest; and a trained run on it."""
+    folder = tmp_path_factory.mktemp("bad-input")
+    table = emodb.utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(3)
+    manifest = folder / "corpus.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(manifest, index=False)
+    return types.SimpleNamespace(folder=folder, manifest=manifest, table=table)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, emodb_store):
+    run = corpus.folder / "run"
+    assert main([str(a) for a in ("train", "--corpus", "manifest", "--root", corpus.manifest, "--wav2vec2", "off",
+                                  "--branches", "lld", "--folds", "2", "--epochs", "1", "--batch-size", "16",
+                                  "--store", emodb_store.root, "--out", run)]) == 0
+    return run
+
+
+@pytest.fixture
+def ctx(corpus, emodb_store, tmp_path, emodb_root):
+    return types.SimpleNamespace(corpus=corpus, store=emodb_store.root, tmp=tmp_path, emodb=emodb_root,
+                                 wav=os.path.join(emodb_root, "wav", "03a01Wa.wav"))
+
+
+# ----------------------------------------------------------------------------- train / run
+
+def _train(ctx, *extra):
+    return ["train", "--corpus", "manifest", "--root", ctx.corpus.manifest, "--wav2vec2", "off",
+            "--store", ctx.store, "--out", ctx.tmp / "run", *extra]
+
+
+def _existing_run(ctx):
+    (ctx.tmp / "run").mkdir()
+    (ctx.tmp / "run" / "config.json").write_text('{"mine": 1}')
+    return _train(ctx)
+
+
+def _unchanged_run(ctx, output):
+    assert (ctx.tmp / "run" / "config.json").read_text() == '{"mine": 1}'
+
+
+def _foreign_partial(ctx):
+    (ctx.tmp / "run.partial").mkdir()
+    (ctx.tmp / "run.partial" / "config.json").write_text(json.dumps({"corpus": "emodb", "epochs": 3}))
+    return _train(ctx)
+
+
+TRAIN = [
+    Case("folds-1", lambda c: _train(c, "--folds", "1"), 2, ("--folds", "must be an integer >= 2")),
+    Case("batch-size-0", lambda c: _train(c, "--batch-size", "0"), 2, ("--batch-size", ">= 1")),
+    Case("epochs-0", lambda c: _train(c, "--epochs", "0"), 2, ("--epochs", ">= 1")),
+    Case("validation-0", lambda c: _train(c, "--validation", "0"), 2, ("--validation", "in (0, 1)")),
+    Case("validation-1.5", lambda c: _train(c, "--validation", "1.5"), 2, ("in (0, 1)",)),
+    Case("validation-negative", lambda c: _train(c, "--validation", "-0.5"), 2, ("in (0, 1)",)),
+    Case("learning-rate-negative", lambda c: _train(c, "--learning-rate", "-1"), 2, ("--learning-rate", "> 0")),
+    Case("dropout-1", lambda c: _train(c, "--dropout", "1"), 2, ("--dropout", "in [0, 1)")),
+    Case("zeta-2", lambda c: _train(c, "--zeta", "2"), 2, ("--zeta", "in [0, 1]")),
+    Case("unknown-branch", lambda c: _train(c, "--branches", "cr,mfcc"), 2, ("--branches", "mfcc")),
+    Case("existing-run-folder", _existing_run, 2, ("already holds a run", "--overwrite"), _unchanged_run),
+    Case("foreign-partial-run", _foreign_partial, 2, ("unfinished run with another configuration",)),
+    Case("more-folds-than-speakers", lambda c: _train(c, "--folds", "6", "--epochs", "1"), 2,
+         ("6 folds need at least 6 speakers",)),
+    Case("missing-manifest", lambda c: ["train", "--corpus", "manifest", "--root", c.tmp / "none.csv",
+                                        "--wav2vec2", "off", "--out", c.tmp / "r"], 2, ("no such manifest",)),
+]
+
+
+@pytest.mark.parametrize("case", TRAIN, ids=repr)
+def test_train_refuses_bad_input(case, ctx, capsys):
+    call(ctx, case, capsys)
+
+
+def _run_two_folds(ctx):
+    return ["run", "--corpus", "manifest", "--root", ctx.corpus.manifest, "--wav2vec2", "off", "--folds", "2",
+            "--epochs", "1", "--batch-size", "16", "--store", ctx.store, "--out", ctx.tmp / "run"]
+
+
+def _two_folds_written(ctx, output):
+    metrics = json.loads((ctx.tmp / "run" / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 2
+    assert not (ctx.tmp / "run.partial").exists()
+
+
+RUN = [
+    Case("folds-1", lambda c: ["run", "--corpus", "emodb", "--root", c.emodb, "--folds", "1"], 2, ("--folds",)),
+    Case("four-speakers-two-folds", _run_two_folds, 0, ("run folder",), _two_folds_written),
+]
+
+
+@pytest.mark.parametrize("case", RUN, ids=repr)
+def test_run(case, ctx, capsys):
+    call(ctx, case, capsys)
+
+
+def test_a_crashed_run_resumes_its_finished_folds_and_replaces_nothing(ctx, trained, capsys, monkeypatch):
+    from msir_keras import experiment
+
+    out = ctx.tmp / "run"
+    shutil.copytree(trained, out)
+    before = (out / "metrics.json").read_text()
+    args = _train(ctx, "--branches", "lld", "--folds", "2", "--epochs", "2", "--batch-size", "16", "--overwrite")
+    calls = []
+    real = experiment.run_fold
+
+    def crash_on_second(*a, **k):
+        calls.append(a[3].name)
+        if len(calls) == 2:
+            raise RuntimeError("power cut")
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "run_fold", crash_on_second)
+    assert main([str(a) for a in args]) == 1
+    assert "internal error" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before  # the old run is untouched
+    monkeypatch.setattr(experiment, "run_fold", real)
+    assert main([str(a) for a in args]) == 0
+    assert "finished before, reused" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert not (ctx.tmp / "run.partial").exists()
+
+
+# ----------------------------------------------------------------------------- extract
+
+def _extract(ctx, root, *extra):
+    return ["extract", "--corpus", "manifest", "--root", root, "--features", "logmel,lld",
+            "--store", ctx.tmp / "store", *extra]
+
+
+def _one_file_manifest(ctx, wav):
+    manifest = ctx.tmp / "one.csv"
+    manifest.write_text(f"path,label,speaker\n{wav},angry,s1\n")
+    return manifest
+
+
+def _damaged(kind):
+    def args(ctx):
+        manifest = _one_file_manifest(ctx, ctx.wav)
+        assert main([str(a) for a in _extract(ctx, manifest)]) == 0
+        entry = next(p for p in (ctx.tmp / "store").rglob("*.npy") if "logmel" in str(p))
+        data = entry.read_bytes()
+        entry.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
+                           "random": np.random.default_rng(0).bytes(len(data))}[kind])
+        ctx.entry = entry
+        return _extract(ctx, manifest)
+
+    return args
+
+
+def _recomputed(ctx, output):
+    from msir_keras.audio import read_audio
+
+    store = FeatureStore(ctx.tmp / "store")
+    np.testing.assert_array_equal(store.load_many([ctx.wav], LogMel())[0], LogMel()(read_audio(ctx.wav)))
+    assert list((ctx.tmp / "store" / "damaged").rglob("*.npy.*"))  # kept aside for a look
+
+
+def _suspicious(ctx):
+    silent = write_wav(str(ctx.tmp / "silent.wav"), np.zeros(8000, np.float32))
+    whole = write_wav(str(ctx.tmp / "whole.wav"), tone(1.0))
+    data = open(whole, "rb").read()
+    with open(ctx.tmp / "cut.wav", "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    manifest = ctx.tmp / "m.csv"
+    manifest.write_text(f"path,label,speaker\nsilent.wav,sad,s1\ncut.wav,angry,s2\n")
+    return _extract(ctx, manifest)
+
+
+def _shared_store(ctx):
+    os.umask(0o022)
+    return _extract(ctx, _one_file_manifest(ctx, ctx.wav))
+
+
+def _readable_by_others(ctx, output):
+    entries = list((ctx.tmp / "store").rglob("*.npy")) + list((ctx.tmp / "store").rglob("extractor.json"))
+    assert entries and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in entries)
+
+
+EXTRACT = [
+    Case("damaged-entry-empty", _damaged("empty"), 0, ("REPAIRED damaged entry", "computed again"), _recomputed),
+    Case("damaged-entry-truncated", _damaged("truncated"), 0, ("REPAIRED", "needs"), _recomputed),
+    Case("damaged-entry-random", _damaged("random"), 0, ("REPAIRED", "unreadable header"), _recomputed),
+    Case("truncated-and-silent-audio", _suspicious, 0,
+         ("cut.wav: truncated: the header declares", "silent.wav: digital silence")),
+    Case("shared-store-umask", _shared_store, 0, ("1 files extracted",), _readable_by_others),
+    Case("batch-size-0", lambda c: _extract(c, c.corpus.manifest, "--batch-size", "0"), 2, (">= 1",)),
+    Case("bad-shard", lambda c: _extract(c, c.corpus.manifest, "--shard", "5/4"), 2, ("--shard 5/4",)),
+]
+
+
+@pytest.mark.parametrize("case", EXTRACT, ids=repr)
+def test_extract_handles_bad_input(case, ctx, capsys):
+    mask = os.umask(0o022)
+    try:
+        call(ctx, case, capsys)
+    finally:
+        os.umask(mask)
+
+
+def test_a_damaged_entry_is_named_when_features_are_loaded(ctx):
+    store = FeatureStore(ctx.tmp / "store")
+    assert not store.extract([ctx.wav], [LLD()]).failed
+    entry = next((ctx.tmp / "store").rglob("*.npy"))
+    entry.write_bytes(b"\x93NUMPY")
+    from msir_keras.features import MissingFeaturesError
+
+    with pytest.raises(MissingFeaturesError, match=str(entry).replace("\\", "\\\\")):
+        FeatureStore(ctx.tmp / "store").load_many([ctx.wav], LLD())
+
+
+# ----------------------------------------------------------------------------- inspect (manifests)
+
+def _manifest(text, encoding="utf-8"):
+    def args(ctx):
+        (ctx.tmp / "a.wav").write_bytes(open(ctx.wav, "rb").read())
+        (ctx.tmp / "b.wav").write_bytes(open(ctx.wav, "rb").read()[:-2])
+        (ctx.tmp / "c.wav").write_bytes(open(ctx.wav, "rb").read()[:-4])
+        path = ctx.tmp / "m.csv"
+        path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+        return ["inspect", "--corpus", "manifest", "--root", path, "--emotions", "all"]
+
+    return args
+
+
+INSPECT = [
+    Case("duplicate-row", _manifest("path,label,speaker\na.wav,sad,s1\nb.wav,sad,s2\na.wav,sad,s1\n"), 0,
+         ("m.csv:4: duplicate of line 2", "2 utterances")),
+    Case("two-labels", _manifest("path,label,speaker\na.wav,sad,s1\nb.wav,sad,s2\na.wav,angry,s1\n"), 0,
+         ("listed at lines 2, 4 with labels ['angry', 'sad']", "1 utterances")),
+    Case("two-speakers", _manifest("path,label,speaker\na.wav,sad,s1\nc.wav,sad,s2\na.wav,sad,s3\n"), 0,
+         ("with speakers ['s1', 's3']",)),
+    Case("utf8-bom", _manifest("\ufeffpath,label,speaker\na.wav,sad,s1\n"), 0, ("1 utterances",)),
+    Case("not-utf8", _manifest("path,label,speaker\na.wav,sad,s1\nb.wav,sad,J\u00fcrgen\n", "latin-1"), 2,
+         ("m.csv:3: bytes that are not UTF-8", "save the manifest as UTF-8")),
+    Case("missing-column", _manifest("file,emotion\na.wav,sad\n"), 2, ("missing column(s) ['path'",)),
+]
+
+
+@pytest.mark.parametrize("case", INSPECT, ids=repr)
+def test_inspect_reports_manifest_problems_by_line(case, ctx, capsys):
+    call(ctx, case, capsys)
+
+
+# ----------------------------------------------------------------------------- predict
+
+def _several_files(ctx):
+    empty = ctx.tmp / "empty.wav"
+    import soundfile
+
+    soundfile.write(empty, np.zeros(0, "float32"), 16000)
+    (ctx.tmp / "broken.wav").write_bytes(b"RIFF1234WAVEjunk")
+    return ["predict", ctx.wav, empty, ctx.tmp / "broken.wav", ctx.tmp / "none.wav",
+            os.path.join(ctx.emodb, "wav", "08a01Na.wav"), "--model", ctx.run, "--json"]
+
+
+def _good_files_predicted(ctx, output):
+    rows = json.loads(output[output.index("["): output.rindex("]") + 1])
+    assert [os.path.basename(r["path"]) for r in rows] == ["03a01Wa.wav", "08a01Na.wav"]
+
+
+def _predict(ctx, *extra):
+    return ["predict", ctx.wav, "--model", ctx.run, *extra]
+
+
+PREDICT = [
+    Case("several-files-some-bad", _several_files, 1,
+         ("empty.wav: the file holds no samples", "broken.wav: unreadable audio", "none.wav: no such file",
+          "3 of 5 file(s) failed"), _good_files_predicted),
+    Case("threshold-2", lambda c: _predict(c, "--threshold", "2"), 2, ("--threshold", "in [0, 1]")),
+    Case("window-0", lambda c: _predict(c, "--window", "0"), 2, ("--window", "> 0")),
+    Case("no-model", lambda c: ["predict", c.wav, "--model", c.tmp], 2, ("no model here",)),
+    Case("empty-folder", lambda c: ["predict", c.tmp, "--model", c.run], 2, ("a folder with no audio file",)),
+]
+
+
+@pytest.mark.parametrize("case", PREDICT, ids=repr)
+def test_predict_handles_bad_input(case, ctx, trained, capsys):
+    ctx.run = trained
+    call(ctx, case, capsys)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def _other_corpus(ctx):
+    """Another corpus: two known classes, one the models do not know, none of the others."""
+    rows = ["path,label,speaker"]
+    for name, label in (("03a01Wa.wav", "angry"), ("03a02Wc.wav", "angry"), ("03a01Ta.wav", "sad"),
+                        ("03a02Ta.wav", "sad"), ("03a04Ad.wav", "fear"), ("03a01Fa.wav", "happy")):
+        rows.append(f"{os.path.join(ctx.emodb, 'wav', name)},{label},s1")
+    manifest = ctx.tmp / "other.csv"
+    manifest.write_text("\n".join(rows[:-1]) + "\n")  # no happy utterance
+    return manifest
+
+
+def _cross(ctx):
+    return ["evaluate", ctx.run, "--corpus", "manifest", "--root", _other_corpus(ctx), "--store", ctx.store,
+            "--out", ctx.tmp / "cross"]
+
+
+def _valid_json_only_present_classes(ctx, output):
+    text = (ctx.tmp / "cross" / "metrics.json").read_text()
+    assert "NaN" not in text
+    metrics = json.loads(text)
+    assert metrics["absent"] == ["happy", "neutral"]
+    assert set(metrics["mean"]["per_emotion"]) == {"angry", "sad"}
+    assert "nan" not in (ctx.tmp / "cross" / "results.md").read_text()
+
+
+def _retest_then_cross(ctx):
+    assert main(["evaluate", str(ctx.run), "--store", ctx.store]) == 0
+    return ["evaluate", ctx.run, "--corpus", "manifest", "--root", _other_corpus(ctx), "--store", ctx.store]
+
+
+def _both_kept(ctx, output):
+    assert (ctx.run / "evaluation-retest" / "metrics.json").exists()
+    assert (ctx.run / "evaluation-manifest-other" / "metrics.json").exists()
+
+
+EVALUATE = [
+    Case("cross-corpus-unknown-and-absent-labels", _cross, 0,
+         ("1 manifest utterance(s) left out, their labels not among the classes: fear 1",), _valid_json_only_present_classes),
+    Case("retest-and-cross-corpus-folders", _retest_then_cross, 0, ("evaluation-manifest-other",), _both_kept),
+    Case("not-a-run", lambda c: ["evaluate", c.tmp], 2, ("not a run folder",)),
+    Case("corpus-without-root", lambda c: ["evaluate", c.run, "--corpus", "emodb"], 2, ("--corpus needs --root",)),
+]
+
+
+@pytest.mark.parametrize("case", EVALUATE, ids=repr)
+def test_evaluate_handles_bad_input(case, ctx, trained, capsys):
+    ctx.run = trained
+    call(ctx, case, capsys)
