@@ -27,6 +27,18 @@ def _limited(name, flag):
     return parse
 
 
+def _workers(text):
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 0, got {text!r}")
+    return count
+
+
 def _quiet_tensorflow():
     # The CLI (not the library) silences TensorFlow's start-up notices.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -118,7 +130,7 @@ def cmd_extract(args):
     paths = corpus.utterances["path"].tolist()
     print(f"{corpus.name}: {len(paths)} files, features {', '.join(e.name for e in extractors)} "
           f"-> {args.store}" + (f" (shard {args.shard})" if shard else ""))
-    summary = FeatureStore(args.store).extract(paths, extractors, shard=shard, progress=True)
+    summary = FeatureStore(args.store).extract(paths, extractors, shard=shard, progress=True, workers=args.workers)
     print(summary)
     return 1 if summary.failed and not (summary.computed or summary.cached) else 0
 
@@ -310,6 +322,9 @@ def build_parser():
     extract.add_argument("--features", default="logmel,lld,w2v",
                          help="comma list of logmel,lld,w2v,compare,egemaps (default: %(default)s)")
     extract.add_argument("--shard", help="i/n: extract only the i-th of n shares (1-based)")
+    extract.add_argument("--workers", type=_workers, default="auto",
+                         help="processes for openSMILE and log-Mels beside the wav2vec 2.0 encoder "
+                         "(default: auto, one per core left over; 0: all in this process)")
     extract.add_argument("--batch-size", type=_limited("batch_size", "--batch-size"), default=8,
                          help="wav2vec 2.0 utterances per batch")
     extract.set_defaults(handler=cmd_extract)

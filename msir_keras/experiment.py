@@ -214,7 +214,7 @@ def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
     table = corpus.utterances
     extractors = config.extractors()
     store = FeatureStore(config.store)
-    summary = store.extract(table["path"], list(extractors.values()), progress=True)
+    summary = store.extract(table["path"], list(extractors.values()), progress=True, workers="auto")
     log(f"features: {summary}")
     if summary.failed:
         failed = {path for path, _ in summary.failed}

@@ -120,3 +120,17 @@ def test_cli_extract_on_emodb_then_a_second_run_is_a_no_op(tmp_path, emodb_root,
     assert len(pd.Series(_entries(tmp_path / "s"))) == 3 * len(table)
     assert main(args[:-1] + ["no-such-org/no-such-model"]) == 2
     assert "--wav2vec2" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_same_entries(tmp_path, paths, tiny_wav2vec2):
+    # openSMILE and log-Mels in a worker process beside the encoder: the same arrays as in-process.
+    extractors = [LogMel(), LLD(), Wav2Vec2(source=tiny_wav2vec2)]
+    here = FeatureStore(str(tmp_path / "here")).extract(paths[:3], extractors)
+    there_store = FeatureStore(str(tmp_path / "there"))
+    there = there_store.extract(paths[:3], extractors, workers=1)
+    assert (here.computed, there.computed, there.failed) == (3, 3, [])
+    for extractor in extractors:
+        np.testing.assert_array_equal(
+            np.concatenate(FeatureStore(str(tmp_path / "here")).load_many(paths[:3], extractor)),
+            np.concatenate(there_store.load_many(paths[:3], extractor)),
+        )

@@ -55,6 +55,9 @@ class Extractor:
     # sliced into windows; None where they cannot (utterance-level functionals,
     # wav2vec 2.0's attention over the whole input).
     frame_step = None
+    # Cheap to rebuild in another process from its config, and CPU-bound:
+    # `FeatureStore.extract(workers=N)` runs it in worker processes.
+    parallel = True
 
     def __init__(self, config=None, **overrides):
         if config is None:

@@ -242,7 +242,7 @@ class FeatureStore:
             )
         return arrays
 
-    def extract(self, paths, extractors, shard=None, progress=False, chunk_size=16):
+    def extract(self, paths, extractors, shard=None, progress=False, chunk_size=16, workers=0):
         """Computes every missing feature of `paths` for every extractor.
 
         A file that fails (unreadable audio, an extractor error) is reported in
@@ -256,6 +256,11 @@ class FeatureStore:
                 (1-based) of the sorted paths, so n machines share one corpus.
             progress: bool. Show a tqdm progress bar.
             chunk_size: int. Files read at once, so batching extractors batch.
+            workers: int or "auto", defaults to 0. Worker processes for the
+                CPU extractors (openSMILE, log-Mels, functionals), which then
+                run beside the wav2vec 2.0 encoder in this process instead of
+                after it; 0 runs everything here. "auto": one per core left
+                over (`default_workers`).
 
         Returns:
             An ExtractionSummary.
@@ -266,20 +271,33 @@ class FeatureStore:
             index, count = shard
             summary.skipped_other_shards = len(paths) - len(paths[index - 1 :: count])
             paths = paths[index - 1 :: count]
+        if workers == "auto":
+            workers = default_workers(extractors)
+        pool = None
+        if workers and any(e.parallel for e in extractors):
+            import concurrent.futures
+            import multiprocessing
+
+            # spawn: a fork of a process holding TensorFlow or torch threads can deadlock.
+            pool = concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(paths), unit="file", desc="extract")
-        for start in range(0, len(paths), chunk_size):
-            self._extract_chunk(paths[start : start + chunk_size], extractors, summary)
+        try:
+            for start in range(0, len(paths), chunk_size):
+                self._extract_chunk(paths[start : start + chunk_size], extractors, summary, pool)
+                if bar is not None:
+                    bar.update(len(paths[start : start + chunk_size]))
+        finally:
             if bar is not None:
-                bar.update(len(paths[start : start + chunk_size]))
-        if bar is not None:
-            bar.close()
+                bar.close()
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return summary
 
-    def _extract_chunk(self, paths, extractors, summary):
+    def _extract_chunk(self, paths, extractors, summary, pool=None):
         pending = {}  # path -> (digest, extractors still missing)
         for path in paths:
             try:
@@ -304,30 +322,80 @@ class FeatureStore:
             summary.warnings += [(path, w.message.reason) for w in caught
                                  if isinstance(w.message, AudioWarning)]
         failed = set()
-        for extractor in extractors:
-            todo = [p for p in pending if extractor in pending[p][1] and p not in failed]
-            if not todo:
-                continue
-            try:
-                outputs = extractor.extract_many([signals[p] for p in todo])
-            except Exception:
-                # Isolate the file that breaks the batch; keep the others.
-                outputs = []
-                for path in todo:
-                    try:
-                        outputs.append(extractor(signals[path]))
-                    except Exception as error:
-                        outputs.append(None)
-                        failed.add(path)
-                        summary.failed.append(
-                            (path, f"{extractor.name} failed: {type(error).__name__}: {error}")
-                        )
-            for path, array in zip(todo, outputs):
-                if array is None:
-                    continue
-                if array.shape[0] == 0:
-                    failed.add(path)
-                    summary.failed.append((path, f"{extractor.name} gave no frames"))
-                    continue
+
+        def keep(extractor, path, array, error=None):
+            if error is None and array is not None and array.shape[0] == 0:
+                error = "gave no frames"
+            if error is not None:
+                failed.add(path)
+                summary.failed.append((path, f"{extractor.name} failed: {error}"))
+            elif path not in failed:
                 self.save(extractor, pending[path][0], array)
+
+        # The CPU extractors go to the workers first, then the rest (wav2vec 2.0) runs here meanwhile.
+        remote = {}
+        if pool is not None:
+            for path, (_, missing) in pending.items():
+                here = [e for e in missing if e.parallel]
+                if here:
+                    specs = [(e.name, e.get_config()) for e in here]
+                    remote[path] = (here, pool.submit(_extract_in_worker, specs, signals[path]))
+        for extractor in extractors:
+            todo = [p for p in pending if extractor in pending[p][1] and p not in failed
+                    and not (p in remote and extractor in remote[p][0])]
+            if todo:
+                for path, array, error in _extract_isolated(extractor, todo, signals):
+                    keep(extractor, path, array, error)
+        for path, (here, future) in remote.items():
+            try:
+                outputs = future.result()
+            except Exception as error:  # the worker died (out of memory, a crash in a native library)
+                outputs = [(None, f"worker process failed: {type(error).__name__}: {error}")] * len(here)
+            for extractor, (array, error) in zip(here, outputs):
+                keep(extractor, path, array, error)
         summary.computed += len(set(pending) - failed)
+
+
+def _extract_isolated(extractor, paths, signals):
+    """(path, array, error) of each path: batched, or file by file when the batch fails."""
+    try:
+        return [(p, a, None) for p, a in zip(paths, extractor.extract_many([signals[p] for p in paths]))]
+    except Exception:
+        results = []
+        for path in paths:
+            try:
+                results.append((path, extractor(signals[path]), None))
+            except Exception as error:
+                results.append((path, None, f"{type(error).__name__}: {error}"))
+        return results
+
+
+def default_workers(extractors):
+    """Worker processes that pay off: the cores left beside the encoder, or all cores without one.
+
+    On one core, or with only CPU extractors on two, workers would only add
+    their start-up time: 0.
+    """
+    cores = os.cpu_count() or 1
+    if any(not e.parallel for e in extractors):
+        return max(0, min(8, cores - 1))
+    return min(8, cores) if cores > 2 else 0
+
+
+_worker_extractors = {}
+
+
+def _extract_in_worker(specs, signal):
+    """In a worker process: [(array, None) or (None, error)] of each (name, config) extractor."""
+    from msir_keras.features import extractor_from_config
+
+    outputs = []
+    for name, config in specs:
+        key = (name, json.dumps(config, sort_keys=True))
+        if key not in _worker_extractors:
+            _worker_extractors[key] = extractor_from_config(name, config)
+        try:
+            outputs.append((_worker_extractors[key](signal), None))
+        except Exception as error:
+            outputs.append((None, f"{type(error).__name__}: {error}"))
+    return outputs

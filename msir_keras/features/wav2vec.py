@@ -122,6 +122,7 @@ class Wav2Vec2(Extractor):
 
     name = "wav2vec2"
     config_class = Wav2Vec2Config
+    parallel = False  # one encoder in this process (and on its GPU), not one per worker
 
     def __init__(self, config=None, batch_size=8, device=None, **overrides):
         super().__init__(config, **overrides)
