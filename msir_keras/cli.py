@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
 import warnings
 
 from msir_keras.features.base import ConfigError
@@ -43,6 +45,35 @@ def _quiet_tensorflow():
     # The CLI (not the library) silences TensorFlow's start-up notices.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+# TensorFlow's C++ start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach: absl's
+# pre-initialisation notices and the CUDA probes of a machine without a GPU.
+_STARTUP_NOISE = re.compile(
+    r"absl::InitializeLog|cudart_stub|cuda_platform|cuInit|cuda_(dnn|blas|fft)|Unable to register"
+)
+TENSORFLOW_COMMANDS = ("run", "train", "evaluate", "export", "predict")
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow (and probes its devices) with those lines filtered out of stderr."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints here, once
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        for line in capture.read().decode(errors="replace").splitlines():
+            if line.strip() and not _STARTUP_NOISE.search(line):
+                print(line, file=sys.stderr)
 
 
 def _wav2vec2_source(text):
@@ -397,9 +428,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None):
+    user_log_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TENSORFLOW_COMMANDS and not user_log_level:
+        _import_tensorflow_quietly()
     if getattr(args, "out", "") is None and args.command in ("run", "train"):
         model = getattr(args, "model", "msir")
         args.out = os.path.join("runs", f"{args.corpus}-{model}")

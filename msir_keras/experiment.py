@@ -425,7 +425,7 @@ def staging_folder(out):
 
 def check_run_folder(config, out, overwrite=False):
     """Refuses, before any work, to write over a finished run or a foreign partial one."""
-    if os.path.exists(out) and not overwrite:
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise RunFolderError(
             f"{out} already holds a run; pass --overwrite to replace it (the old one is kept until "
             "the new one has finished) or choose another --out"

@@ -134,3 +134,30 @@ def test_keras_file_loads_with_keras_after_importing_the_model_module(runs):
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["MSIR", "FocalLoss", "0.25"]
+
+
+def test_timeline_of_a_long_recording_from_a_new_process(runs, wavs, tmp_path):
+    import soundfile
+
+    from msir_keras.audio import read_audio
+    from msir_keras.export import Detector
+
+    signals = [read_audio(w) for w in wavs]
+    long = tmp_path / "call.wav"
+    soundfile.write(long, np.concatenate(signals), 16000)
+    duration = sum(len(s) for s in signals) / 16000
+    msir("predict", long, "--model", runs["focal"], "--window", "2", "--hop", "0.5", "--out", tmp_path / "tl")
+    table = pd.read_csv(tmp_path / "tl" / "call.timeline.csv")
+    assert len(table) == int((duration - 2) / 0.5) + 1
+    np.testing.assert_allclose(table["start"], np.arange(len(table)) * 0.5)
+    np.testing.assert_allclose(table["end"] - table["start"], 2.0)
+    np.testing.assert_allclose(table[[c for c in table if c.startswith("p_")]].sum(axis=1), 1, atol=1e-3)
+    windows = json.loads((tmp_path / "tl" / "call.timeline.json").read_text())["windows"]
+    assert len(windows) == len(table)
+    assert (tmp_path / "tl" / "call.timeline.png").stat().st_size > 10_000
+    # One window over a whole file: the sliced whole-file features are the file's own features.
+    detector = Detector(str(runs["focal"]))
+    whole = detector.timeline(wavs[0], window=60, hop=1)
+    assert len(whole) == 1
+    direct = detector.predict([wavs[0]])
+    assert whole["p_angry"][0] == pytest.approx(direct["p_angry"][0], rel=1e-4, abs=1e-5)
