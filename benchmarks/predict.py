@@ -32,7 +32,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMODB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "emodb"))
-FILE = os.path.join(EMODB, "wav", "03a05Wc.wav")  # 4.5 s
+FILE = os.path.join(EMODB, "wav", "10b03Wb.wav")  # 4.49 s
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
 
 BREAKDOWN = r"""

@@ -38,6 +38,7 @@ def cr_branch(
     leaky_relu_slope=0.01,
     batch_norm_momentum=0.99,
     weight_decay=1e-3,
+    synchronized_batch_norm=False,
     name="cr_branch",
 ):
     """The convolutional recurrent branch (paper eqs. 1-3; ACRNN).
@@ -47,6 +48,8 @@ def cr_branch(
     layer, a Bi-LSTM with concatenated directions and attention pooling.
     Padded frames are zeroed after every block, so the 'same' convolutions
     see the zeros they would see at the end of an unpadded utterance.
+    `synchronized_batch_norm` computes batch statistics over all replicas of
+    a distribution strategy (the engine sets it under one).
 
     Returns:
         A keras.Model `[(B, T, W, K), (B,)] -> (B, 2 * lstm_units)`.
@@ -59,7 +62,8 @@ def cr_branch(
             filters, conv_kernel, padding="same", kernel_regularizer=regularizer,
             name=f"conv{index + 1}",
         )(x)
-        x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"bn{index + 1}")(x)
+        x = layers.BatchNormalization(momentum=batch_norm_momentum, synchronized=synchronized_batch_norm,
+                                      name=f"bn{index + 1}")(x)
         x = layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"leaky_relu{index + 1}")(x)
         if index == 0:
             # Padding must never win the max: fill it with the lowest value first.

@@ -52,7 +52,7 @@ def _quiet_tensorflow():
 _STARTUP_NOISE = re.compile(
     r"absl::InitializeLog|cudart_stub|cuda_platform|cuInit|cuda_(dnn|blas|fft)|Unable to register"
 )
-TENSORFLOW_COMMANDS = ("run", "train", "evaluate", "export", "predict")
+TENSORFLOW_COMMANDS = ("run", "train", "tune", "evaluate", "export", "predict")
 
 
 def _import_tensorflow_quietly():
@@ -184,6 +184,7 @@ def _experiment_config(args, **fixed):
         batch_size=args.batch_size,
         seed=args.seed,
         n_folds=args.folds,
+        max_folds=args.max_folds,
         model_options={} if args.dropout is None else {"dropout": args.dropout},
     )
     values.update(fixed)
@@ -215,15 +216,14 @@ def cmd_run(args):
     return _run(config, args)
 
 
-def cmd_train(args):
-    _announce_wav2vec2(args)
+def _train_config(args):
     from msir_keras.model import BRANCHES
 
     branches = tuple(b.strip() for b in args.branches.split(","))
     unknown = [b for b in branches if b not in BRANCHES]
     if unknown:
         raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(BRANCHES)}")
-    config = _experiment_config(
+    return _experiment_config(
         args,
         task=args.task,
         targets=tuple(args.emotion) if args.emotion else ("angry", "happy", "neutral", "sad"),
@@ -235,8 +235,39 @@ def cmd_train(args):
         split=args.split,
         validation=args.validation,
         validation_by=args.validation_by,
+        tune=args.tune,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
     )
+
+
+def cmd_train(args):
+    _announce_wav2vec2(args)
+    config = _train_config(args)
+    if config.tune:
+        from msir_keras.tuning import load_space
+
+        load_space(config.tune)  # a bad space fails before any work
     return _run(config, args)
+
+
+def cmd_tune(args):
+    if args.model != "msir":
+        raise ValueError(f"msir tune searches MSIR's hyperparameters; --model {args.model} has none to search")
+    _announce_wav2vec2(args)
+    from msir_keras.experiment import run_search
+    from msir_keras.tuning import load_space
+
+    args.tune = args.space
+    config = _train_config(args)
+    load_space(config.tune)
+    if args.overwrite and os.path.isdir(args.out):
+        import shutil
+
+        shutil.rmtree(args.out)  # without --overwrite, a search resumes where it stopped
+    run_search(config, args.out)
+    print(f"search folder: {args.out}")
+    return 0
 
 
 def cmd_evaluate(args):
@@ -325,9 +356,35 @@ def _training_arguments(parser):
     parser.add_argument("--seed", type=_limited("seed", "--seed"), default=0)
     parser.add_argument("--folds", type=_limited("n_folds", "--folds"), default=5,
                         help="leave-speakers-out folds (default: %(default)s)")
+    parser.add_argument("--max-folds", type=_limited("max_folds", "--max-folds"), default=None,
+                        help="run only the first N folds of the split (default: all)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run folder (kept until the new run has finished)")
+
+
+def _experiment_arguments(parser):
+    """The arguments `train` and `tune` share."""
+    _corpus_arguments(parser)
+    _feature_arguments(parser, "facebook/wav2vec2-base-960h")
+    _training_arguments(parser)
+    parser.add_argument("--task", default="classification", choices=["classification", "detection"])
+    parser.add_argument("--emotion", action="append", choices=["angry", "happy", "neutral", "sad"],
+                        help="detection target (repeat; default: all four)")
+    parser.add_argument("--model", default="msir", choices=["msir", "svm-compare", "svm-egemaps"])
+    parser.add_argument("--branches", default="cr,lld,w2v", help="MSIR branches (default: %(default)s)")
+    parser.add_argument("--loss", default="focal", choices=["focal", "crossentropy"])
+    parser.add_argument("--zeta", type=_limited("zeta", "--zeta"), default=None,
+                        help="focal weighting (default: the paper's per emotion for detection, 0.25 otherwise)")
+    parser.add_argument("--theta", type=_limited("theta", "--theta"), default=2.0, help="focal focusing factor")
+    parser.add_argument("--split", default="speakers", choices=["speakers", "session", "loso"])
+    parser.add_argument("--validation", type=_limited("validation", "--validation"), default=0.2,
+                        help="share of training data for validation")
+    parser.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
+    parser.add_argument("--tuner", default="grid", choices=["grid", "bayesian", "hyperband"],
+                        help="keras-tuner search (with --tune/--space; default: %(default)s)")
+    parser.add_argument("--max-trials", type=_limited("max_trials", "--max-trials"), default=None,
+                        help="stop a search after this many trials (default: the whole grid)")
 
 
 def build_parser():
@@ -367,23 +424,17 @@ def build_parser():
     run.set_defaults(handler=cmd_run)
 
     train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")
-    _corpus_arguments(train)
-    _feature_arguments(train, "facebook/wav2vec2-base-960h")
-    _training_arguments(train)
-    train.add_argument("--task", default="classification", choices=["classification", "detection"])
-    train.add_argument("--emotion", action="append", choices=["angry", "happy", "neutral", "sad"],
-                       help="detection target (repeat; default: all four)")
-    train.add_argument("--model", default="msir", choices=["msir", "svm-compare", "svm-egemaps"])
-    train.add_argument("--branches", default="cr,lld,w2v", help="MSIR branches (default: %(default)s)")
-    train.add_argument("--loss", default="focal", choices=["focal", "crossentropy"])
-    train.add_argument("--zeta", type=_limited("zeta", "--zeta"), default=None,
-                       help="focal weighting (default: the paper's per emotion for detection, 0.25 otherwise)")
-    train.add_argument("--theta", type=_limited("theta", "--theta"), default=2.0, help="focal focusing factor")
-    train.add_argument("--split", default="speakers", choices=["speakers", "session", "loso"])
-    train.add_argument("--validation", type=_limited("validation", "--validation"), default=0.2,
-                       help="share of training data for validation")
-    train.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
+    _experiment_arguments(train)
+    train.add_argument("--tune", default=None, metavar="SPACE",
+                       help="search SPACE (paper-lr or a JSON file) with keras-tuner inside each fold, "
+                       "on its validation part, before training and testing")
     train.set_defaults(handler=cmd_train)
+
+    tune = commands.add_parser("tune", help="keras-tuner search inside each fold, on validation speakers only")
+    _experiment_arguments(tune)
+    tune.add_argument("--space", required=True,
+                      help="paper-lr (the paper's learning-rate grid) or a JSON search space file")
+    tune.set_defaults(handler=cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="test a run's models again, or on another corpus")
     evaluate.add_argument("run_dir", metavar="RUN", help="a run folder")
@@ -434,9 +485,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command in TENSORFLOW_COMMANDS and not user_log_level:
         _import_tensorflow_quietly()
-    if getattr(args, "out", "") is None and args.command in ("run", "train"):
+    if getattr(args, "out", "") is None and args.command in ("run", "train", "tune"):
         model = getattr(args, "model", "msir")
-        args.out = os.path.join("runs", f"{args.corpus}-{model}")
+        args.out = os.path.join("runs", f"{args.corpus}-{model}" + ("-tuning" if args.command == "tune" else ""))
     warnings.showwarning = _show_warning  # one line each, not Python's file:line form
     if args.debug:
         return args.handler(args)

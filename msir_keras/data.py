@@ -1,10 +1,11 @@
 """tf.data from the feature store: z-score statistics, per-batch padding, length buckets.
 
-Features are loaded from the store into memory once (`FeatureSet`). Batches
-are right-padded with zeros to their own longest utterance; the model
-derives each utterance's length (and so its masks) from that padding.
-Utterances of similar length share a batch (bucketing), so batches carry
-little padding, while the order of batches is shuffled every epoch.
+Features are loaded from the store into memory once (`FeatureSet`), and
+enter tf.data as ragged tensors. Batches are right-padded with zeros to
+their own longest utterance; the model derives each utterance's length (and
+so its masks) from that padding. Utterances of similar length share a batch
+(`bucket_by_sequence_length`), so batches carry little padding, while the
+order is shuffled every epoch.
 """
 
 from __future__ import annotations
@@ -23,27 +24,20 @@ def pad_batch(arrays, length=None):
     return batch
 
 
-def length_batches(lengths, batch_size, rng=None, bucket_batches=8):
-    """Row batches of similar lengths.
+def _dense_element(features, *label):
+    import tensorflow as tf
 
-    Without `rng`: rows sorted by length, cut into batches (deterministic,
-    for prediction). With `rng`: rows shuffled, then sorted by length within
-    windows of `bucket_batches` batches, cut, and the batches shuffled: a new
-    grouping every epoch, little padding in each batch.
-    """
-    lengths = np.asarray(lengths)
-    if rng is None:
-        order = np.argsort(lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    order = rng.permutation(len(lengths))
-    window = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = order[start : start + window]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
+    dense = {name: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value
+             for name, value in features.items()}
+    return (dense, *label)
+
+
+def _multiple_of(batch, replicas):
+    import tensorflow as tf
+
+    size = tf.shape(batch[-1])[0]
+    keep = size - size % replicas
+    return tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
 
 
 class FeatureSet:
@@ -93,6 +87,10 @@ class FeatureSet:
     def with_labels(self, labels):
         return FeatureSet(self.features, labels)
 
+    def frame_shapes(self):
+        """{input name: the shape of one frame}, e.g. {"logmel": (40, 2), "lld": (195,)}."""
+        return {name: arrays[0].shape[1:] for name, arrays in self.features.items()}
+
     def lengths(self):
         """Frames per utterance of the first input (the bucketing key)."""
         return np.array([len(a) for a in next(iter(self.features.values()))])
@@ -124,51 +122,94 @@ class FeatureSet:
     def _longest(self):
         return {name: max(len(a) for a in arrays) for name, arrays in self.features.items()}
 
-    def dataset(self, batch_size=64, shuffle=True, seed=0, bucketing=True, with_labels=True):
-        """A tf.data.Dataset of ({name: padded batch}, labels).
+    def dataset(self, batch_size=64, shuffle=True, seed=0, bucketing=True, with_labels=True, buckets=8,
+                replicas=1):
+        """A tf.data.Dataset of ({name: padded batch}, labels), built in the graph.
+
+        The utterances enter as ragged tensors (`from_tensor_slices` on flat
+        arrays with row lengths); training sets are shuffled (the order of
+        epoch k is a function of `seed` and k alone), grouped into length
+        buckets (`bucket_by_sequence_length`) and padded per batch; every
+        dataset is prefetched. Keras distributes such a dataset by itself
+        under a `tf.distribute` strategy.
 
         Args:
-            batch_size: int, defaults to 64 (the paper's).
-            shuffle: bool, defaults to True: a new grouping and batch order
-                every epoch (seeded). False: batches sorted by length, the
-                order `prediction_order()` gives.
-            seed: int, defaults to 0.
+            batch_size: int, defaults to 64 (the paper's). The global batch.
+            shuffle: bool, defaults to True. False: utterances sorted by
+                length, in the order `prediction_order()` gives (deterministic,
+                for prediction).
+            seed: int, defaults to 0. The shuffle's seed.
             bucketing: bool, defaults to True. False pads every batch to
                 the longest utterance of the whole set (for comparison).
             with_labels: bool, defaults to True.
+            buckets: int, defaults to 8. Length buckets (boundaries at the
+                quantiles of the lengths).
+            replicas: int, defaults to 1. Under a strategy with several
+                replicas, training batches hold a multiple of their number
+                (the rest of a bucket loses up to replicas - 1 utterances
+                that epoch; shuffling picks others each epoch), and an
+                evaluation set's last batch, when smaller than the replica
+                count, is merged into the one before it.
         """
         import tensorflow as tf
 
         if with_labels and self.labels is None:
             raise ValueError("this FeatureSet has no labels; pass with_labels=False")
-        rng = np.random.default_rng(seed) if shuffle else None
+        order = np.arange(self.size) if shuffle else self.prediction_order(bucketing)
         lengths = self.lengths()
-        pad_to = None if bucketing else self._longest()
-
-        def batches():
-            if bucketing:
-                groups = length_batches(lengths, batch_size, rng)
+        inputs = {}
+        for name, arrays in self.features.items():
+            flat = np.concatenate([arrays[i] for i in order]).astype(np.float32, copy=False)
+            inputs[name] = tf.RaggedTensor.from_row_lengths(flat, [len(arrays[i]) for i in order])
+        elements = (inputs, self.labels[order]) if with_labels else (inputs,)
+        # Each element's slice of a ragged tensor is itself a (non-ragged) RaggedTensor: make it dense.
+        dataset = tf.data.Dataset.from_tensor_slices(elements).map(_dense_element)
+        if shuffle:
+            dataset = dataset.shuffle(self.size, seed=seed, reshuffle_each_iteration=True)
+        first = self.names[0]
+        longest = self._longest()
+        if shuffle and bucketing:
+            boundaries = sorted({int(b) for b in np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])})
+            boundaries = [b + 1 for b in boundaries if b + 1 < lengths.max() + 1]
+            dataset = dataset.bucket_by_sequence_length(
+                lambda features, *_: tf.shape(features[first])[0],
+                bucket_boundaries=boundaries or [int(lengths.max()) + 1],
+                bucket_batch_sizes=[batch_size] * ((len(boundaries) or 1) + 1),
+            )
+            if replicas > 1:
+                # Replicas take equal shares: a bucket's rest is cut to a multiple of their number.
+                dataset = dataset.map(lambda *batch: _multiple_of(batch, replicas)).filter(
+                    lambda features, *_: tf.shape(features[first])[0] > 0)
+        else:
+            shapes = {
+                name: [None if bucketing else longest[name], *arrays[0].shape[1:]]
+                for name, arrays in self.features.items()
+            }
+            padded = (shapes, []) if with_labels else (shapes,)
+            rest = self.size % batch_size
+            if replicas > 1 and 0 < rest < replicas and self.size > batch_size:
+                head = self.size - batch_size - rest
+                dataset = dataset.take(head).padded_batch(batch_size, padded_shapes=padded).concatenate(
+                    dataset.skip(head).padded_batch(batch_size + rest, padded_shapes=padded))
             else:
-                order = rng.permutation(self.size) if rng is not None else np.arange(self.size)
-                groups = [order[i : i + batch_size] for i in range(0, self.size, batch_size)]
-            for rows in groups:
-                inputs = self.batch(rows, pad_to)
-                yield (inputs, self.labels[rows]) if with_labels else (inputs,)
+                dataset = dataset.padded_batch(batch_size, padded_shapes=padded)
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
-        spec = {
-            name: tf.TensorSpec((None, None, *arrays[0].shape[1:]), tf.float32)
-            for name, arrays in self.features.items()
-        }
-        signature = (spec, tf.TensorSpec((None,), tf.int64)) if with_labels else (spec,)
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        # Every epoch yields ceil(N / batch_size) batches; saying so lets Keras count steps.
-        count = -(-self.size // batch_size)
-        return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)
+    def padded_fraction(self, batch_size=64, bucketing=True, seed=0):
+        """The share of padding in the frames of one training epoch's batches (first input)."""
+        first = self.names[0]
+        real = padded = 0
+        for batch in self.dataset(batch_size, shuffle=True, seed=seed, bucketing=bucketing):
+            frames = batch[0][first]
+            padded += int(np.prod(frames.shape[:2]))
+            real += int(np.count_nonzero(np.any(frames.numpy().reshape(*frames.shape[:2], -1) != 0, axis=-1)))
+        return 1.0 - real / padded
 
     def prediction_order(self, bucketing=True):
+        """The order `dataset(shuffle=False)` yields: by length (stable), or as given."""
         if not bucketing:
             return np.arange(self.size)
-        return np.concatenate(length_batches(self.lengths(), 1))
+        return np.argsort(self.lengths(), kind="stable")
 
     def predict(self, model, batch_size=64):
         """Class probabilities (N, C) of every utterance, in the set's order."""
@@ -177,11 +218,3 @@ class FeatureSet:
         out = np.empty_like(probabilities)
         out[self.prediction_order()] = probabilities
         return out
-
-    def predict_fn(self, batch_size=64):
-        """A callable(model) -> (labels, predicted class ids), for `ValidationUAR`."""
-
-        def predict(model):
-            return self.labels, self.predict(model, batch_size).argmax(axis=-1)
-
-        return predict

@@ -81,6 +81,12 @@ class ExperimentConfig:
         validation: float, defaults to 0.2. Share of the training part held out.
         validation_by: "utterances" or "speakers" (whole training speakers).
         seed: int. store: str, the feature store's folder.
+        max_folds: int or None. Run only the first `max_folds` folds of the
+            split (a quicker look; the README says which folds a figure used).
+        tune: str or None. A keras-tuner search space (a name in
+            `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
+            searched inside each fold on its validation part before training.
+        tuner: "grid", "bayesian" or "hyperband". max_trials: int or None.
     """
 
     corpus: str = "emodb"
@@ -108,6 +114,10 @@ class ExperimentConfig:
     validation_by: str = "utterances"
     seed: int = 0
     store: str = "feature-store"
+    max_folds: int | None = None
+    tune: str | None = None
+    tuner: str = "grid"
+    max_trials: int | None = None
 
     def __post_init__(self):
         self.targets = tuple(self.targets)
@@ -121,6 +131,7 @@ class ExperimentConfig:
             ("split", self.split, SPLITS),
             ("preset", self.preset, PRESETS),
             ("validation_by", self.validation_by, ("utterances", "speakers")),
+            ("tuner", self.tuner, ("grid", "bayesian", "hyperband")),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
@@ -132,6 +143,9 @@ class ExperimentConfig:
             check_limit("zeta", value)
         if "dropout" in self.model_options:
             check_limit("dropout", self.model_options["dropout"])
+        for name in ("max_folds", "max_trials"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_limit(name, getattr(self, name)))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -236,7 +250,7 @@ def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
         )
     except ValueError as error:
         raise ConfigError(f"{config.root}: {error}") from None
-    return table, data, made, summary
+    return table, data, made[: config.max_folds], summary
 
 
 def target_labels(config, table, target):
@@ -246,79 +260,70 @@ def target_labels(config, table, target):
     return detection_labels(table, target), [f"not-{target}", target]
 
 
-def build_msir(config, num_classes, class_names, data):
-    """An MSIR model shaped for `data`'s features, with the experiment's settings."""
-    from msir_keras.model import MSIR
-
-    shapes = {name: arrays[0].shape[1:] for name, arrays in data.features.items()}
-    options = dict(config.model_options)
-    if "logmel" in shapes:
-        options["logmel_shape"] = shapes["logmel"]
-    if "lld" in shapes:
-        options["lld_dim"] = shapes["lld"][0]
-    if "w2v" in shapes:
-        options["w2v_dim"] = shapes["w2v"][0]
-    feature_config = {
-        name: {"extractor": e.name, "config": e.get_config(), "identity": e.identity()}
-        for name, e in config.extractors().items()
-    }
-    return MSIR.from_preset(
-        config.preset,
-        num_classes=num_classes,
-        branches=config.branches,
-        class_names=class_names,
-        feature_config=feature_config,
-        **options,
-    )
-
-
-def compile_msir(model, config, target, learning_rate=None):
-    import keras
-
-    from msir_keras.losses import FocalLoss
-
-    if config.loss == "focal":
-        loss = FocalLoss(zeta=config.zeta_for(target), theta=config.theta)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
-        loss=loss,
-        metrics=["accuracy"],
-    )
-    return model
-
-
 def train_msir(config, data, fold, labels, class_names, target, verbose=0):
-    """Trains MSIR on one fold; the weights of the best validation-UAR epoch are kept.
+    """Trains MSIR on one fold with the engine; the weights of the best validation-UAR epoch are kept.
 
     Returns:
         (model, history DataFrame).
     """
-    import keras
+    from msir_keras import engine
 
-    from msir_keras.metrics import ValidationUAR
+    return engine.train(config, data, fold, labels, class_names, target, verbose=verbose)
 
-    keras.utils.set_random_seed(config.seed)
+
+def tune_fold(config, data, fold, labels, class_names, target, folder, log=print):
+    """Searches `config.tune` on one fold's training speakers (scored on its validation part).
+
+    Returns:
+        (the config with the chosen learning rate and batch size, the chosen
+        MSIR options, every chosen value).
+    """
+    from msir_keras import tuning
+
     labelled = data.with_labels(labels)
-    train, valid = labelled.subset(fold.train), labelled.subset(fold.validation)
-    model = build_msir(config, len(class_names), class_names, data)
-    model.set_normalization(train.fit_normalization())
-    compile_msir(model, config, target)
-    callbacks = [
-        ValidationUAR(valid.predict_fn(config.batch_size), len(class_names)),
-        keras.callbacks.EarlyStopping(
-            monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
-        ),
-    ]
-    history = model.fit(
-        train.dataset(config.batch_size, shuffle=True, seed=config.seed),
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles its length buckets every epoch
-        verbose=verbose,
+    chosen, _ = tuning.tune(config, labelled.subset(fold.train), labelled.subset(fold.validation), class_names,
+                            target, tuning.load_space(config.tune), folder, config.tuner, config.max_trials,
+                            log=log)
+    log(f"    {target} {fold.name}: chosen on validation {chosen}")
+    fold_config = dataclasses.replace(
+        config, tune=None, learning_rate=chosen["learning_rate"],
+        batch_size=chosen.get("batch_size", config.batch_size),
     )
-    return model, pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+    overrides = {k: v for k, v in chosen.items() if k not in tuning.TRAINING_CHOICES}
+    return fold_config, overrides, chosen
+
+
+def run_search(config, out, log=print):
+    """`msir tune`: the search of `config.tune` inside each fold (no test), its choices per fold.
+
+    Writes `out/<target>/<fold>/` (keras-tuner's state, trials.csv,
+    val_uar_vs_lr.png, best.json) and `out/search.csv`: per fold the chosen
+    values, their val_uar, trials and minutes. Started again, every search
+    resumes where it stopped.
+
+    Returns:
+        The search.csv table.
+    """
+    table, data, folds, _ = prepare(config, log)
+    os.makedirs(out, exist_ok=True)
+    config.save(os.path.join(out, "config.json"))
+    targets = ["classification"] if config.task == "classification" else list(config.targets)
+    rows = []
+    for target in targets:
+        labels, class_names = target_labels(config, table, target)
+        for fold in folds:
+            folder = os.path.join(out, target, fold.name)
+            started = time.perf_counter()
+            _, _, chosen = tune_fold(config, data, fold, labels, class_names, target, folder, log)
+            trials = pd.read_csv(os.path.join(folder, "trials.csv"))
+            rows.append({"target": target, "fold": fold.name, **chosen,
+                         "val_uar": float(trials["val_uar"].max()), "trials": len(trials),
+                         "trial_minutes": round(float(trials["seconds"].sum()) / 60, 2),
+                         "wall_minutes": round((time.perf_counter() - started) / 60, 2)})
+    summary = pd.DataFrame(rows)
+    summary.to_csv(os.path.join(out, "search.csv"), index=False)
+    log(summary.to_string(index=False))
+    return summary
 
 
 def _fit_baseline(config, data, fold, labels):
@@ -348,15 +353,27 @@ def run_fold(config, table, data, fold, target, folder, log=print):
     os.makedirs(folder, exist_ok=True)
     labels, class_names = target_labels(config, table, target)
     if config.model == "msir":
-        model, history = train_msir(config, data, fold, labels, class_names, target)
+        fold_config, overrides, chosen = config, {}, {}
+        if config.tune:
+            fold_config, overrides, chosen = tune_fold(config, data, fold, labels, class_names, target,
+                                                       os.path.join(folder, "tuning"), log)
+        from msir_keras import engine
+
+        model, history = engine.train(fold_config, data, fold, labels, class_names, target, **overrides)
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
+        from msir_keras.export import SERVING, export_model
+
+        # A SavedModel beside it: `msir predict` loads it without tracing the model again.
+        export_model(model, os.path.join(folder, SERVING))
         statistics = model.get_normalization()
         with open(os.path.join(folder, "normalization.json"), "w") as handle:
             json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},
                       handle)
         extra = {"best_epoch": int(history["val_uar"].idxmax()) + 1, "epochs_run": len(history)}
+        if chosen:
+            extra["chosen"] = chosen
     else:
         predicted, probabilities, history, extra = _fit_baseline(config, data, fold, labels)
     history.to_csv(os.path.join(folder, "history.csv"), index=False)

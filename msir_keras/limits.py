@@ -20,6 +20,8 @@ LIMITS = {
     "dropout": (float, 0.0, 1.0, True, False),
     "seed": (int, 0, None, True, True),
     "threshold": (float, 0.0, 1.0, True, True),
+    "max_folds": (int, 1, None, True, True),
+    "max_trials": (int, 1, None, True, True),
     "window": (float, 0.0, None, False, True),
     "hop": (float, 0.0, None, False, True),
 }

@@ -1,13 +1,16 @@
 """The one metrics module: UAR, WA, F1, sensitivity, specificity, confusion matrices.
 
 Training, evaluation, the baselines, the table runner and the notebooks all
-call these functions, and `ValidationUAR` puts the same UAR into Keras's
-training logs (`val_uar`) for early stopping and keras-tuner.
+call these functions, and `UnweightedAverageRecall` computes the same UAR
+as a streaming Keras metric (`val_uar` in the training logs) for early
+stopping, checkpoints, TensorBoard and keras-tuner.
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from keras import ops
 
 
 def confusion_matrix(y_true, y_pred, num_classes):
@@ -141,32 +144,48 @@ def mean_reports(reports):
     return out
 
 
-def _keras_callback_base():
-    import keras
+@keras.saving.register_keras_serializable(package="msir_keras")
+class UnweightedAverageRecall(keras.metrics.Metric):
+    """UAR as a streaming Keras metric: a confusion matrix accumulated over batches.
 
-    return keras.callbacks.Callback
-
-
-class ValidationUAR(_keras_callback_base()):
-    """Puts `val_uar` (and `val_wa`) into the logs at each epoch's end.
-
-    Place it before EarlyStopping, checkpoints or a keras-tuner so they can
-    monitor "val_uar" (mode "max").
+    Compiled into a model (`metrics=[UnweightedAverageRecall(C)]`), it puts
+    `uar` and, with `fit(validation_data=...)`, `val_uar` into the logs, for
+    EarlyStopping, ModelCheckpoint, TensorBoard and keras-tuner, without a
+    second prediction pass. The matrix is a metric variable summed across
+    replicas, so the figure is right under a distribution strategy. Equal to
+    `uar` (and scikit-learn's `balanced_accuracy_score`) over the same
+    examples; classes with no example are left out of the mean.
 
     Args:
-        predict: callable(model) -> (y_true, y_pred) class ids on the
-            validation part; `msir_keras.data.FeatureSet.predict_fn` makes one.
-        num_classes: int.
+        num_classes: int. Labels are sparse class ids; predictions are
+            (B, num_classes) probabilities or logits.
+        name: str, defaults to "uar".
     """
 
-    def __init__(self, predict, num_classes):
-        super().__init__()
-        self.predict = predict
-        self.num_classes = num_classes
+    def __init__(self, num_classes, name="uar", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.num_classes = int(num_classes)
+        self.confusion = self.add_variable(
+            shape=(self.num_classes, self.num_classes), initializer="zeros", dtype="float32",
+            aggregation="sum", name="confusion",
+        )
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        y_true, y_pred = self.predict(self.model)
-        logs["val_uar"] = uar(y_true, y_pred, self.num_classes)
-        logs["val_wa"] = wa(y_true, y_pred)
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        truth = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        predicted = ops.one_hot(ops.argmax(ops.reshape(y_pred, (-1, self.num_classes)), axis=-1),
+                                self.num_classes)
+        if sample_weight is not None:
+            truth = truth * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
+        self.confusion.assign_add(ops.matmul(ops.transpose(truth), predicted))
+
+    def result(self):
+        support = ops.sum(self.confusion, axis=1)
+        present = ops.cast(support > 0, "float32")
+        recall = ops.diagonal(self.confusion) / ops.maximum(support, 1.0)
+        return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
+
+    def reset_state(self):
+        self.confusion.assign(ops.zeros_like(self.confusion))
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype}

@@ -70,6 +70,8 @@ class MSIR(keras.Model):
         leaky_relu_slope: float, defaults to 0.01.
         batch_norm_momentum: float, defaults to 0.99.
         weight_decay: float, defaults to 1e-3. L2 on the convolution kernels.
+        synchronized_batch_norm: bool, defaults to False. Batch statistics
+            over all replicas of a distribution strategy (CR branch).
         class_names: list of str or None. Names of the outputs, in order.
         feature_config: dict or None. The extractor configs the model was
             trained on, by input name: a `Detector` extracts with them, and
@@ -100,6 +102,7 @@ class MSIR(keras.Model):
         leaky_relu_slope=0.01,
         batch_norm_momentum=0.99,
         weight_decay=1e-3,
+        synchronized_batch_norm=False,
         class_names=None,
         feature_config=None,
         **kwargs,
@@ -116,7 +119,7 @@ class MSIR(keras.Model):
             "cr": lambda: cr_branch(
                 shapes["logmel"], tuple(conv_filters), tuple(conv_kernel), pool_size,
                 cr_dense_units, cr_lstm_units, leaky_relu_slope, batch_norm_momentum,
-                weight_decay,
+                weight_decay, synchronized_batch_norm,
             ),
             "lld": lambda: lld_branch(lld_dim, lld_lstm_units),
             "w2v": lambda: wav2vec_branch(w2v_dim, w2v_lstm_units),
@@ -162,6 +165,7 @@ class MSIR(keras.Model):
         self.leaky_relu_slope = leaky_relu_slope
         self.batch_norm_momentum = batch_norm_momentum
         self.weight_decay = weight_decay
+        self.synchronized_batch_norm = synchronized_batch_norm
         self.class_names = list(class_names) if class_names else None
         self.feature_config = copy.deepcopy(feature_config) if feature_config else None
 
@@ -206,6 +210,7 @@ class MSIR(keras.Model):
             "leaky_relu_slope": self.leaky_relu_slope,
             "batch_norm_momentum": self.batch_norm_momentum,
             "weight_decay": self.weight_decay,
+            "synchronized_batch_norm": self.synchronized_batch_norm,
             "class_names": self.class_names,
             "feature_config": self.feature_config,
         }

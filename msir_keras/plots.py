@@ -80,3 +80,33 @@ def plot_timeline(table, path, title="", threshold=None):
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_search(table, path, title=""):
+    """Saves val_uar against the learning rate (log axis) of a search's trials as PNG.
+
+    Several trials at one rate (other hyperparameters differ) show as dots;
+    the best per rate is joined by a line, and the best trial is ringed.
+    """
+    plt = _pyplot()
+    table = table.dropna(subset=["val_uar"])
+    rates = np.asarray(table["learning_rate"], dtype=float)
+    scores = np.asarray(table["val_uar"], dtype=float)
+    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    axes.scatter(rates, scores, color="#1f77b4", alpha=0.6, label="trial")
+    best_per_rate = table.groupby("learning_rate")["val_uar"].max().sort_index()
+    axes.plot(best_per_rate.index, best_per_rate.to_numpy(), color="#1f77b4", linewidth=1.2)
+    best = int(np.argmax(scores))
+    axes.scatter([rates[best]], [scores[best]], s=160, facecolors="none", edgecolors="#d62728", linewidths=2,
+                 label=f"best: lr {rates[best]:g}, val_uar {scores[best]:.3f}")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("val_uar (validation speakers)")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="lower left", fontsize=8, frameon=False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

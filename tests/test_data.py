@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from msir_keras.data import FeatureSet, length_batches, pad_batch
+from msir_keras.data import FeatureSet, pad_batch
 from msir_keras.features import branch_extractors
 
 RNG = np.random.default_rng(4)
@@ -39,19 +39,21 @@ def test_batches_are_padded_right_with_zeros():
     np.testing.assert_array_equal(batch[1], 2)
 
 
-def test_buckets_cover_every_row_once_with_less_padding():
-    lengths = RNG.integers(50, 800, size=500)
-    rng = np.random.default_rng(0)
-    batches = length_batches(lengths, 32, rng)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+def _batches(dataset):
+    return [labels.numpy().tolist() for _, labels in dataset]
 
-    def padding(groups):
-        return sum(len(g) * lengths[g].max() - lengths[g].sum() for g in groups)
 
-    unsorted = [np.arange(500)[i : i + 32] for i in range(0, 500, 32)]
-    assert padding(batches) < 0.5 * padding(unsorted)
-    # A new grouping each epoch.
-    assert [b.tolist() for b in length_batches(lengths, 32, rng)] != [b.tolist() for b in batches]
+def test_buckets_cut_padding_and_the_batch_order_follows_seed_and_epoch():
+    lengths = RNG.integers(50, 800, size=300)
+    data = _set(lengths, labels=np.arange(300))
+    assert data.padded_fraction(32) < 0.5 * data.padded_fraction(32, bucketing=False)
+    # Two trials with the same seed see the same batches, epoch by epoch; a new epoch regroups.
+    first, again = data.dataset(32, seed=3), data.dataset(32, seed=3)
+    epochs = [_batches(first), _batches(first)]
+    assert epochs == [_batches(again), _batches(again)]
+    assert epochs[0] != epochs[1]
+    assert _batches(data.dataset(32, seed=4)) != epochs[0]
+    assert sorted(sum(epochs[0], [])) == list(range(300))
 
 
 def test_dataset_yields_each_utterance_once_per_epoch_with_its_label():

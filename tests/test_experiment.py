@@ -70,7 +70,7 @@ def test_run_folder_holds_everything_a_user_needs(three_branch_run):
     fold_name = sorted(os.listdir(out / "classification"))[0]
     from msir_keras.export import LoadedModel
 
-    assert LoadedModel(str(out / "classification" / fold_name)).model.dropout == 0.4
+    assert LoadedModel(str(out / "classification" / fold_name), keras=True).model.dropout == 0.4
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"uar", "wa", "macro_f1", "per_emotion"}
     assert set(metrics["mean"]["per_emotion"]["sad"]) >= {"sensitivity", "specificity"}

@@ -49,15 +49,22 @@ def test_mean_reports_averages_numbers_and_sums_confusions():
     assert mean["confusion"] == (np.array(a["confusion"]) + b["confusion"]).tolist()
 
 
-def test_validation_uar_reaches_the_training_logs():
+def test_streaming_uar_equals_scikit_learn_over_batches():
+    y_true = RNG.integers(0, 3, size=90)  # class 3 never occurs: left out of the mean
+    y_pred = RNG.integers(0, 4, size=90)
+    metric = metrics.UnweightedAverageRecall(4)
+    for start in range(0, 90, 32):
+        metric.update_state(y_true[start : start + 32], np.eye(4)[y_pred[start : start + 32]])
+    assert float(metric.result()) == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred), abs=1e-6)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_val_uar_reaches_the_training_logs_from_validation_data():
     x = RNG.normal(size=(64, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-
-    def predict(model):
-        return y, model.predict(x, verbose=0).argmax(-1)
-
-    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[metrics.ValidationUAR(predict, 2)])
-    expected = sk.balanced_accuracy_score(y, model.predict(x, verbose=0).argmax(-1))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=[metrics.UnweightedAverageRecall(2)])
+    history = model.fit(x[:48], y[:48], validation_data=(x[48:], y[48:]), epochs=2, verbose=0)
+    expected = sk.balanced_accuracy_score(y[48:], model.predict(x[48:], verbose=0).argmax(-1))
     assert history.history["val_uar"][-1] == pytest.approx(expected)

@@ -1,0 +1,159 @@
+"""The training engine: build, compile and fit MSIR as separate pieces.
+
+`run_fold`, the keras-tuner `MSIRHyperModel`, the notebooks and the
+benchmarks all call these:
+
+    build(config, input_shapes, class_names, normalization)  -> MSIR
+    compile_model(model, config, target, learning_rate)      -> the same model, compiled
+    fit(model, train, valid, config, seed)                   -> history DataFrame
+    train(config, data, fold, labels, class_names, target)   -> (model, history): the three, seeded
+
+`val_uar` comes from a streaming metric (`UnweightedAverageRecall`)
+evaluated by `fit(validation_data=...)` on the validation part of the
+training speakers; EarlyStopping keeps the weights of its best epoch.
+Under a `tf.distribute` strategy the model is built in its scope and the
+batch is per replica (global batch = batch_size x replicas).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pandas as pd
+
+from msir_keras.features.base import ConfigError
+
+INPUT_OPTIONS = {"logmel": "logmel_shape", "lld": "lld_dim", "w2v": "w2v_dim"}
+
+
+def build(config, input_shapes, class_names, normalization=None, feature_config=None, **overrides):
+    """An MSIR model for features of `input_shapes`, with the experiment's preset and options.
+
+    Args:
+        config: ExperimentConfig (preset, branches, model_options).
+        input_shapes: {input name: frame shape}, e.g. {"logmel": (40, 2), "lld": (195,)}.
+        class_names: list of str. One output per class.
+        normalization: {input name: (mean, std)} fitted on the training part, or None.
+        feature_config: {input name: extractor config} stored in the model, or None.
+        **overrides: MSIR arguments over the config's `model_options` (a tuner's draws).
+    """
+    import tensorflow as tf
+
+    from msir_keras.model import MSIR
+
+    options = {**config.model_options, **overrides}
+    for name, shape in input_shapes.items():
+        shape = tuple(shape)
+        options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
+    model = MSIR.from_preset(
+        config.preset,
+        num_classes=len(class_names),
+        branches=config.branches,
+        class_names=list(class_names),
+        feature_config=feature_config,
+        **options,
+    )
+    if normalization is not None:
+        model.set_normalization(normalization)
+    return model
+
+
+def loss_for(config, target):
+    """The experiment's loss for one target: focal (zeta per emotion) or cross-entropy."""
+    import keras
+
+    from msir_keras.losses import FocalLoss
+
+    if config.loss == "focal":
+        return FocalLoss(zeta=config.zeta_for(target), theta=config.theta)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def compile_model(model, config, target="classification", learning_rate=None, jit_compile=False):
+    """Compiles with Adam, the experiment's loss and the streaming UAR; returns the model."""
+    import keras
+
+    from msir_keras.metrics import UnweightedAverageRecall
+
+    rate = config.learning_rate if learning_rate is None else learning_rate
+    if not rate > 0:
+        raise ConfigError(f"learning rate must be > 0, got {rate}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss=loss_for(config, target),
+        metrics=["accuracy", UnweightedAverageRecall(model.num_classes)],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def replicas():
+    """Replicas of the strategy in scope (1 without one)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbose=0, batch_size=None):
+    """Trains on `train` (a labelled FeatureSet), selects the epoch on `valid`'s val_uar.
+
+    Returns:
+        The history as a DataFrame (epoch, loss, accuracy, uar, val_loss,
+        val_accuracy, val_uar); the model holds the best epoch's weights.
+    """
+    import keras
+
+    count = replicas()
+    batch = (batch_size or config.batch_size) * count
+    seed = config.seed if seed is None else seed
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
+    )
+    history = model.fit(
+        train.dataset(batch, shuffle=True, seed=seed, replicas=count),
+        validation_data=valid.dataset(batch, shuffle=False, replicas=count),
+        epochs=epochs or config.epochs,
+        callbacks=[stopping, *callbacks],
+        verbose=verbose,
+    )
+    return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+
+
+def train(config, data, fold, labels, class_names, target, seed=None, strategy=None, callbacks=(),
+          verbose=0, **overrides):
+    """Seeds, builds (normalised on the training part), compiles and fits one fold.
+
+    Args:
+        config: ExperimentConfig.
+        data: FeatureSet of the whole corpus; `fold` picks its parts.
+        labels: (N,) class ids. class_names: list of str. target: str.
+        seed: int or None (the config's). Weights and batch order follow it.
+        strategy: a tf.distribute.Strategy or None.
+        **overrides: MSIR options over the config's.
+
+    Returns:
+        (model, history DataFrame).
+    """
+    import keras
+
+    seed = config.seed if seed is None else seed
+    keras.utils.set_random_seed(seed)
+    labelled = data.with_labels(labels)
+    train_part, valid_part = labelled.subset(fold.train), labelled.subset(fold.validation)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = build(config, train_part.frame_shapes(), class_names, train_part.fit_normalization(),
+                      feature_config(config), **overrides)
+        compile_model(model, config, target)
+        history = fit(model, train_part, valid_part, config, seed, callbacks=callbacks, verbose=verbose)
+    return model, history
+
+
+def feature_config(config):
+    """{input name: extractor, config, identity} of an experiment: stored in its models."""
+    return {
+        name: {"extractor": e.name, "config": e.get_config(), "identity": e.identity()}
+        for name, e in config.extractors().items()
+    }

@@ -1,0 +1,221 @@
+"""keras-tuner over MSIR: the paper's learning-rate grid, and wider search spaces.
+
+A search runs on the training speakers only: each trial trains on a fold's
+training part and is scored by `val_uar` on its validation part (speakers
+or utterances of the training speakers); the fold's test speakers never
+reach a trial. With speaker folds the search runs inside each fold (nested
+selection); with the session split, once on sessions 1-4.
+
+Search spaces are data: {"name": {"choice": [...]}} or {"name": {"float":
+[low, high], "step": s, "sampling": "log"}} or {"name": {"int": [low, high],
+"step": s}}. `learning_rate` and `batch_size` are training choices; every
+other name is an MSIR argument (dropout, cr_lstm_units, weight_decay, ...).
+
+Example:
+>>> space = SPACES["paper-lr"]
+>>> len(space["learning_rate"]["choice"])
+10
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from msir_keras.features.base import ConfigError
+
+# The paper's grid (section 4.1), in the paper's order.
+PAPER_LEARNING_RATES = [5e-6, 1e-6, 5e-5, 1e-5, 5e-4, 1e-4, 5e-3, 1e-3, 5e-2, 1e-2]
+SPACES = {"paper-lr": {"learning_rate": {"choice": PAPER_LEARNING_RATES}}}
+TUNERS = ("grid", "bayesian", "hyperband")
+TRAINING_CHOICES = ("learning_rate", "batch_size")
+
+
+def load_space(name_or_path):
+    """A search space by name (`SPACES`) or from a JSON file, checked."""
+    if name_or_path in SPACES:
+        space = SPACES[name_or_path]
+    elif os.path.isfile(name_or_path):
+        with open(name_or_path) as handle:
+            try:
+                space = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{name_or_path}: not valid JSON ({error})") from None
+    else:
+        raise ConfigError(f"--space {name_or_path!r}: neither a known space {sorted(SPACES)} nor a JSON file")
+    for name, spec in space.items():
+        kinds = [k for k in ("choice", "float", "int") if k in spec]
+        if len(kinds) != 1:
+            raise ConfigError(f"search space entry {name!r} needs one of choice/float/int, got {spec}")
+    return space
+
+
+def draw(hp, name, spec):
+    """One hyperparameter from its spec."""
+    if "choice" in spec:
+        return hp.Choice(name, list(spec["choice"]), ordered=False)
+    low, high = spec["float"] if "float" in spec else spec["int"]
+    if "float" in spec:
+        return hp.Float(name, low, high, step=spec.get("step"), sampling=spec.get("sampling", "linear"))
+    return hp.Int(name, low, high, step=spec.get("step", 1), sampling=spec.get("sampling", "linear"))
+
+
+def _hypermodel_base():
+    import keras_tuner
+
+    return keras_tuner.HyperModel
+
+
+class MSIRHyperModel(_hypermodel_base()):
+    """MSIR as a keras-tuner HyperModel: `build(hp)` draws the space, `fit` trains with the engine.
+
+    The learning rate is always drawn, from the space's `learning_rate`
+    entry or else from the paper's grid (`PAPER_LEARNING_RATES`).
+
+    Args:
+        config: ExperimentConfig. Everything not drawn comes from it.
+        train, valid: labelled FeatureSets: a fold's training and validation parts.
+        class_names: list of str. target: str ("classification" or an emotion).
+        space: dict, a search space (see the module doc); defaults to the paper's grid.
+        seed: int or None. Every trial starts from this seed (weights, batch order).
+    """
+
+    def __init__(self, config, train, valid, class_names, target="classification", space=None, seed=None):
+        super().__init__(name="msir")
+        self.config = config
+        self.train, self.valid = train, valid
+        self.class_names = list(class_names)
+        self.target = target
+        self.space = dict(space or SPACES["paper-lr"])
+        self.seed = config.seed if seed is None else seed
+        self.normalization = train.fit_normalization()
+
+    def build(self, hp):
+        from msir_keras import engine
+
+        import keras
+
+        keras.utils.set_random_seed(self.seed)
+        rate = draw(hp, "learning_rate", self.space.get("learning_rate", {"choice": PAPER_LEARNING_RATES}))
+        overrides = {name: draw(hp, name, spec) for name, spec in self.space.items()
+                     if name not in TRAINING_CHOICES}
+        model = engine.build(self.config, self.train.frame_shapes(), self.class_names, self.normalization,
+                             engine.feature_config(self.config), **overrides)
+        return engine.compile_model(model, self.config, self.target, learning_rate=rate)
+
+    def fit(self, hp, model, *args, callbacks=(), verbose=0, **kwargs):
+        from msir_keras import engine
+
+        batch = draw(hp, "batch_size", self.space["batch_size"]) if "batch_size" in self.space else None
+        started = time.perf_counter()
+        history = engine.fit(model, self.train, self.valid, self.config, seed=self.seed,
+                             callbacks=list(callbacks), verbose=verbose, batch_size=batch)
+        best = int(history["val_uar"].idxmax())
+        return {
+            "val_uar": float(history["val_uar"].iloc[best]),
+            "best_epoch": best + 1,
+            "epochs_run": len(history),
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def _grid_oracle(objective, max_trials, seed):
+    """A grid oracle that resumes: the next combination is the first not tried yet.
+
+    keras-tuner's GridSearchOracle keeps its walk through the grid in memory
+    only; reloaded from disk after a kill it stops at once. This one derives
+    the next combination from the trials on disk (`tried_so_far`), so a
+    search killed after trial 4 goes on with trial 5. Failed trials are not
+    tried again.
+    """
+    import keras_tuner
+    from keras_tuner.engine.trial import TrialStatus
+
+    class ResumableGridOracle(keras_tuner.Oracle):
+        def populate_space(self, trial_id):
+            space = [hp for hp in self.get_space().space]
+            grids = []
+            for hp in space:
+                values = getattr(hp, "values", None)
+                if values is None:
+                    raise ConfigError(f"grid search needs a finite set of values for {hp.name!r}: give it "
+                                      "a choice list or a step, or use --tuner bayesian")
+                grids.append(list(values))
+            running = [t.hyperparameters.values for t in self.ongoing_trials.values()]
+            for combination in itertools.product(*grids):
+                values = {hp.name: value for hp, value in zip(space, combination)}
+                if not self._tried(values) and values not in running:
+                    return {"status": TrialStatus.RUNNING, "values": values}
+            return {"status": TrialStatus.IDLE if running else TrialStatus.STOPPED, "values": None}
+
+        def _tried(self, values):
+            return self._compute_values_hash(values) in self._tried_so_far
+
+    return ResumableGridOracle(objective=objective, max_trials=max_trials, seed=seed)
+
+
+def make_tuner(hypermodel, kind="grid", max_trials=None, directory="tuning", project_name="search",
+               strategy=None, overwrite=False, seed=0):
+    """A keras-tuner tuner over `hypermodel`, objective val_uar (max), resumable unless `overwrite`."""
+    import keras_tuner
+
+    if kind not in TUNERS:
+        raise ConfigError(f"--tuner must be one of {TUNERS}, got {kind!r}")
+    common = dict(objective=keras_tuner.Objective("val_uar", direction="max"), directory=directory,
+                  project_name=project_name, overwrite=overwrite, distribution_strategy=strategy, seed=seed)
+    if kind == "grid":
+        oracle = _grid_oracle(common.pop("objective"), max_trials, common.pop("seed"))
+        return keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, **common)
+    if kind == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials or 20, **common)
+    return keras_tuner.Hyperband(hypermodel, max_epochs=hypermodel.config.epochs, **common)
+
+
+def trial_table(tuner):
+    """Every finished trial: its hyperparameters, val_uar, epochs and seconds, best first."""
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        if trial.status != "COMPLETED":
+            continue
+        row = {"trial": trial.trial_id, **trial.hyperparameters.values}
+        for name in ("val_uar", "best_epoch", "epochs_run", "seconds"):
+            row[name] = trial.metrics.get_best_value(name) if trial.metrics.exists(name) else np.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.sort_values("val_uar", ascending=False, kind="stable").reset_index(drop=True) if rows else table
+
+
+def tune(config, train, valid, class_names, target, space, folder, kind="grid", max_trials=None,
+         strategy=None, overwrite=False, log=print):
+    """Runs (or resumes) one search in `folder`; writes trials.csv and val_uar_vs_lr.png.
+
+    Returns:
+        (best hyperparameter values dict, the tuner).
+    """
+    from msir_keras.plots import plot_search
+
+    hypermodel = MSIRHyperModel(config, train, valid, class_names, target, space)
+    tuner = make_tuner(hypermodel, kind, max_trials, directory=folder, project_name="keras-tuner",
+                       strategy=strategy, overwrite=overwrite, seed=config.seed)
+    done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    if done:
+        log(f"    resuming the search in {folder}: {done} trial(s) finished before")
+    tuner.search(verbose=0)
+    table = trial_table(tuner)
+    if table.empty:
+        failed = [t for t in tuner.oracle.trials.values() if t.status == "FAILED"]
+        reason = failed[0].message.strip().splitlines()[-1] if failed and failed[0].message else "unknown"
+        raise RuntimeError(f"{folder}: no trial of the search finished ({len(failed)} failed; the first: {reason})")
+    table.to_csv(os.path.join(folder, "trials.csv"), index=False)
+    if len(table) and "learning_rate" in table:
+        plot_search(table, os.path.join(folder, "val_uar_vs_lr.png"),
+                    title=f"{target}: val_uar per learning rate ({len(table)} trials)")
+    best = tuner.get_best_hyperparameters(1)[0].values
+    with open(os.path.join(folder, "best.json"), "w") as handle:
+        json.dump(best, handle, indent=2)
+    return best, tuner
