@@ -40,6 +40,30 @@ def _multiple_of(batch, replicas):
     return tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
 
 
+def _length_buckets(dataset, first, size, batch_size, bucket_batches, seed, replicas):
+    """Shuffled elements -> windows sorted by length, cut into batches, batches shuffled; in the graph."""
+    import tensorflow as tf
+
+    window = batch_size * bucket_batches
+
+    def cut(*window_elements):
+        order = tf.argsort(window_elements[0][first].row_lengths(), stable=True)
+        ordered = tf.nest.map_structure(lambda t: tf.gather(t, order), window_elements)
+        return tf.data.Dataset.from_tensor_slices(ordered).batch(batch_size)
+
+    def pad(*batch):
+        return tf.nest.map_structure(lambda t: t.to_tensor() if isinstance(t, tf.RaggedTensor) else t, batch)
+
+    count = (size // window) * bucket_batches + -(-(size % window) // batch_size)
+    dataset = dataset.ragged_batch(window).flat_map(cut).map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(count, seed=seed + 1, reshuffle_each_iteration=True)
+    if replicas > 1:
+        # Replicas take equal shares: a batch is cut to a multiple of their number.
+        return dataset.map(lambda *batch: _multiple_of(batch, replicas)).filter(
+            lambda features, *_: tf.shape(features[first])[0] > 0)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
 class FeatureSet:
     """The features of a list of utterances, in memory, by model input name.
 
@@ -122,16 +146,19 @@ class FeatureSet:
     def _longest(self):
         return {name: max(len(a) for a in arrays) for name, arrays in self.features.items()}
 
-    def dataset(self, batch_size=64, shuffle=True, seed=0, bucketing=True, with_labels=True, buckets=8,
+    def dataset(self, batch_size=64, shuffle=True, seed=0, bucketing=True, with_labels=True, bucket_batches=8,
                 replicas=1):
         """A tf.data.Dataset of ({name: padded batch}, labels), built in the graph.
 
         The utterances enter as ragged tensors (`from_tensor_slices` on flat
-        arrays with row lengths); training sets are shuffled (the order of
-        epoch k is a function of `seed` and k alone), grouped into length
-        buckets (`bucket_by_sequence_length`) and padded per batch; every
-        dataset is prefetched. Keras distributes such a dataset by itself
-        under a `tf.distribute` strategy.
+        arrays with row lengths). Training sets are shuffled (the order of
+        epoch k is a function of `seed` and k alone), then bucketed by
+        length in the graph: each window of `bucket_batches` batches is
+        sorted by length and cut into batches, and the batches are shuffled,
+        so every epoch has the same number of batches (Keras counts on it)
+        with little padding. Batches are padded to their longest utterance;
+        every dataset is prefetched. Keras distributes such a dataset by
+        itself under a `tf.distribute` strategy.
 
         Args:
             batch_size: int, defaults to 64 (the paper's). The global batch.
@@ -142,8 +169,7 @@ class FeatureSet:
             bucketing: bool, defaults to True. False pads every batch to
                 the longest utterance of the whole set (for comparison).
             with_labels: bool, defaults to True.
-            buckets: int, defaults to 8. Length buckets (boundaries at the
-                quantiles of the lengths).
+            bucket_batches: int, defaults to 8. Batches per window sorted by length.
             replicas: int, defaults to 1. Under a strategy with several
                 replicas, training batches hold a multiple of their number
                 (the rest of a bucket loses up to replicas - 1 utterances
@@ -169,17 +195,7 @@ class FeatureSet:
         first = self.names[0]
         longest = self._longest()
         if shuffle and bucketing:
-            boundaries = sorted({int(b) for b in np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])})
-            boundaries = [b + 1 for b in boundaries if b + 1 < lengths.max() + 1]
-            dataset = dataset.bucket_by_sequence_length(
-                lambda features, *_: tf.shape(features[first])[0],
-                bucket_boundaries=boundaries or [int(lengths.max()) + 1],
-                bucket_batch_sizes=[batch_size] * ((len(boundaries) or 1) + 1),
-            )
-            if replicas > 1:
-                # Replicas take equal shares: a bucket's rest is cut to a multiple of their number.
-                dataset = dataset.map(lambda *batch: _multiple_of(batch, replicas)).filter(
-                    lambda features, *_: tf.shape(features[first])[0] > 0)
+            dataset = _length_buckets(dataset, first, self.size, batch_size, bucket_batches, seed, replicas)
         else:
             shapes = {
                 name: [None if bucketing else longest[name], *arrays[0].shape[1:]]

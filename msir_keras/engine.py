@@ -116,6 +116,7 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
         validation_data=valid.dataset(batch, shuffle=False, replicas=count),
         epochs=epochs or config.epochs,
         callbacks=[stopping, *callbacks],
+        shuffle=False,  # the dataset shuffles itself, reproducibly
         verbose=verbose,
     )
     return pd.DataFrame(history.history).rename_axis("epoch").reset_index()

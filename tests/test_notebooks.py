@@ -7,8 +7,11 @@ from nbclient import NotebookClient
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 
 
-@pytest.mark.parametrize("name", ["emodb_model_fit.ipynb"])
-def test_notebook_runs_top_to_bottom(name, tmp_path, emodb_root, emodb_store, monkeypatch):
+@pytest.mark.parametrize("name, says, figure", [
+    ("emodb_model_fit.ipynb", "test UAR", "confusion.png"),
+    ("tuning.ipynb", "chosen learning rate", "val_uar_vs_lr.png"),
+])
+def test_notebook_runs_top_to_bottom(name, says, figure, tmp_path, emodb_root, emodb_store, monkeypatch):
     monkeypatch.setenv("MSIR_EMODB", emodb_root)
     monkeypatch.setenv("MSIR_STORE", emodb_store.root)
     monkeypatch.setenv("MSIR_EPOCHS", "3")
@@ -18,5 +21,5 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, emodb_root, emodb_store, mo
     outputs = "".join(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
-    assert "test UAR" in outputs
-    assert (tmp_path / "confusion.png").exists()
+    assert says in outputs
+    assert (tmp_path / figure).exists()
