@@ -1,10 +1,14 @@
-"""Training throughput and peak memory of MSIR presets, and `msir predict` latency.
+"""Training throughput and peak memory of MSIR presets, by input pipeline.
 
-For the `small` and `paper` presets, with batches bucketed by length (the
-default) and padded to the longest utterance of the set, on EmoDB's 339
-four-class utterances: utterances per second over timed training steps
-(after one warm-up step), and the peak resident memory of the process.
-Each configuration runs in its own process, so peaks do not mix.
+For the `small` and `paper` presets, on EmoDB's 339 four-class utterances,
+three pipelines side by side: the tf.data pipeline (`FeatureSet.dataset`:
+ragged tensors, in-graph length buckets, prefetch), the Python generator it
+replaced (length buckets made in Python, `from_generator`), and tf.data
+padded to the longest utterance of the set. For each: utterances per second
+over timed training steps (after one warm-up step), the padded share of the
+frames, and the peak resident memory of the process. Each configuration
+runs in its own process, so peaks do not mix. (`msir predict` latency:
+benchmarks/predict.py.)
 log-Mels and LLDs are EmoDB's real features; wav2vec 2.0 inputs are random
 arrays of the real shape (T/2 frames of 768): the branch's cost depends on
 shapes only, and no pretrained checkpoint is reachable here.
@@ -13,7 +17,7 @@ Then the latency of `msir predict` on a 4.5 s file: cold (a fresh process,
 imports and model loading included) and warm (Detector.predict in-process),
 for a small model with all three branches and a base-sized wav2vec 2.0.
 
-Usage: python benchmarks/train.py [--steps 8] [--paper-steps 2] [--paper-batch-size 16]
+Usage: python benchmarks/train.py [--steps 8] [--paper-steps 2] [--paper-batch-size 16] [--presets small,paper]
 Writes benchmarks/results/train.json.
 """
 
@@ -25,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMODB = os.path.join(HERE, "..", "..", "shared", "data", "emodb")
@@ -48,64 +54,71 @@ def _features(store):
     return data
 
 
-def measure(preset, bucketing, steps, batch_size, store):
+def generator_dataset(data, batch_size, seed=0, bucket_batches=8):
+    """The pipeline the tf.data one replaced: buckets cut in Python, fed by `from_generator`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from msir_keras.data import pad_batch
+
+    rng = np.random.default_rng(seed)
+    lengths = data.lengths()
+
+    def batches():
+        order = rng.permutation(len(lengths))
+        window = batch_size * bucket_batches
+        groups = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            groups.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        rng.shuffle(groups)
+        for rows in groups:
+            yield {n: pad_batch([a[i] for i in rows]) for n, a in data.features.items()}, data.labels[rows]
+
+    spec = {n: tf.TensorSpec((None, None, *a[0].shape[1:]), tf.float32) for n, a in data.features.items()}
+    return tf.data.Dataset.from_generator(batches, output_signature=(spec, tf.TensorSpec((None,), tf.int64)))
+
+
+def _padded_fraction(dataset, steps):
+    real = padded = 0
+    for inputs, _ in dataset.take(steps):
+        frames = inputs["logmel"].numpy()
+        padded += frames.shape[0] * frames.shape[1]
+        real += int(np.count_nonzero(np.any(frames.reshape(*frames.shape[:2], -1) != 0, axis=-1)))
+    return 1 - real / padded
+
+
+def measure(preset, pipeline, steps, batch_size, store):
     """One configuration, in this process: prints a JSON line."""
     import keras
 
-    from msir_keras.losses import FocalLoss
-    from msir_keras.model import MSIR
+    from msir_keras import engine
+    from msir_keras.experiment import ExperimentConfig
 
     data = _features(store)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = MSIR.from_preset(preset)
-    model.set_normalization(data.fit_normalization())
-    model.compile(keras.optimizers.Adam(1e-3), FocalLoss(zeta=0.25, theta=2.0))
-    dataset = data.dataset(batch_size, shuffle=True, bucketing=bucketing).repeat()
+    config = ExperimentConfig(preset=preset, wav2vec2="unused", batch_size=batch_size)
+    keras.utils.set_random_seed(0)
+    model = engine.build(config, data.frame_shapes(), ["angry", "happy", "neutral", "sad"],
+                         data.fit_normalization())
+    engine.compile_model(model, config)
+    if pipeline == "generator":
+        dataset = generator_dataset(data, batch_size).repeat()
+    else:
+        dataset = data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").repeat()
     model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
     started = time.perf_counter()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "preset": preset, "bucketing": bucketing, "batch_size": batch_size, "steps": steps,
+        "preset": preset, "pipeline": pipeline, "batch_size": batch_size, "steps": steps,
         "utterances_per_second": round(steps * batch_size / seconds, 2),
         "seconds_per_step": round(seconds / steps, 3),
+        "padded_fraction": round(_padded_fraction(dataset, 40), 3),
         "peak_rss_mb": round(peak), "peak_rss_above_data_mb": round(peak - baseline),
     }))
-
-
-def predict_latency(work, store):
-    import numpy as np
-    import soundfile
-
-    from msir_keras.export import Detector
-    from msir_keras.experiment import ExperimentConfig, build_msir
-    from msir_keras.features import save_random_checkpoint
-
-    checkpoint = save_random_checkpoint(os.path.join(work, "wav2vec2-base"), size="base")
-    data = _features(store)
-    config = ExperimentConfig(corpus="emodb", root=EMODB, wav2vec2=checkpoint)
-    model = build_msir(config, 4, ["angry", "happy", "neutral", "sad"], data)
-    model.set_normalization(data.fit_normalization())
-    folder = os.path.join(work, "model")
-    os.makedirs(folder, exist_ok=True)
-    model.save(os.path.join(folder, "model.keras"))
-    wavs = sorted(os.listdir(os.path.join(EMODB, "wav")))
-    durations = {w: soundfile.info(os.path.join(EMODB, "wav", w)).duration for w in wavs}
-    wav = os.path.join(EMODB, "wav", min(durations, key=lambda w: abs(durations[w] - 4.5)))
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "msir_keras.cli", "predict", wav, "--model", folder],
-                   check=True, capture_output=True)
-    cold = time.perf_counter() - started
-    detector = Detector(folder)
-    detector.predict([wav])
-    warm = []
-    for _ in range(5):
-        started = time.perf_counter()
-        detector.predict([wav])
-        warm.append(time.perf_counter() - started)
-    return {"file": os.path.basename(wav), "duration_seconds": round(durations[os.path.basename(wav)], 2),
-            "cold_process_seconds": round(cold, 2), "warm_median_seconds": round(float(np.median(warm)), 3)}
 
 
 def main():
@@ -117,39 +130,30 @@ def main():
                         help="the paper preset's batch on a CPU (64 takes minutes per step)")
     parser.add_argument("--store", default=os.path.join(tempfile.gettempdir(), "msir-bench-store"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train.json"))
-    parser.add_argument("--predict-only", action="store_true", help="only the predict latency")
-    parser.add_argument("--one", nargs=2, metavar=("PRESET", "BUCKETING"), help=argparse.SUPPRESS)
+    parser.add_argument("--presets", default="small,paper")
+    parser.add_argument("--one", nargs=2, metavar=("PRESET", "PIPELINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        preset, bucketing = args.one[0], args.one[1] == "bucketed"
+        preset, pipeline = args.one
         steps = args.steps if preset == "small" else args.paper_steps
         batch = args.batch_size if preset == "small" else args.paper_batch_size
-        return measure(preset, bucketing, steps, batch, args.store)
+        return measure(preset, pipeline, steps, batch, args.store)
 
     results = {"machine": f"{os.cpu_count()} cores", "training": []}
-    if args.predict_only and os.path.exists(args.out):
-        with open(args.out) as handle:
-            results = json.load(handle)
-    for preset in () if args.predict_only else ("small", "paper"):
-        for bucketing in ("bucketed", "padded-to-longest"):
+    for preset in args.presets.split(","):
+        for pipeline in ("tf.data", "generator", "padded-to-longest"):
             output = subprocess.run(
-                [sys.executable, __file__, "--one", preset, bucketing, "--steps", str(args.steps),
+                [sys.executable, __file__, "--one", preset, pipeline, "--steps", str(args.steps),
                  "--paper-steps", str(args.paper_steps), "--batch-size", str(args.batch_size),
-                 "--paper-batch-size", str(args.paper_batch_size),
-                 "--store", args.store],
+                 "--paper-batch-size", str(args.paper_batch_size), "--store", args.store],
                 check=True, capture_output=True, text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             results["training"].append(row)
-            print(f"{preset:>5} {bucketing:>17} (batch {row['batch_size']}): "
-                  f"{row['utterances_per_second']:8.2f} utt/s, "
-                  f"{row['seconds_per_step']:.2f} s/step, peak RSS {row['peak_rss_mb']} MB "
-                  f"({row['peak_rss_above_data_mb']} MB above the loaded data)")
-    with tempfile.TemporaryDirectory() as work:
-        results["predict"] = predict_latency(work, args.store)
-    print(f"msir predict, {results['predict']['duration_seconds']} s file: "
-          f"{results['predict']['cold_process_seconds']} s cold (new process), "
-          f"{results['predict']['warm_median_seconds']} s warm")
+            print(f"{preset:>5} {pipeline:>17} (batch {row['batch_size']}): "
+                  f"{row['utterances_per_second']:8.2f} utt/s, {row['seconds_per_step']:.2f} s/step, "
+                  f"padding {row['padded_fraction']:.0%}, peak RSS {row['peak_rss_mb']} MB "
+                  f"({row['peak_rss_above_data_mb']} MB above the loaded data)", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2)

@@ -166,34 +166,143 @@ def cmd_extract(args):
     return 1 if summary.failed and not (summary.computed or summary.cached) else 0
 
 
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _config_flags(training=True):
+    """Flags that set an ExperimentConfig field: (flag, field, argparse options).
+
+    Their defaults and choices come from the config and its registries; a
+    flag left out keeps the config's value (the defaults, or --config FILE's).
+    """
+    from msir_keras import config as c
+
+    flags = [
+        ("--preset", "preset", dict(choices=c.PRESETS)),
+        ("--epochs", "epochs", dict(type=_limited("epochs", "--epochs"))),
+        ("--patience", "patience", dict(type=_limited("patience", "--patience"),
+                                        help="epochs without a better val_uar")),
+        ("--learning-rate", "learning_rate", dict(type=_limited("learning_rate", "--learning-rate"))),
+        ("--batch-size", "batch_size", dict(type=_limited("batch_size", "--batch-size"),
+                                            help="per replica under --strategy mirrored")),
+        ("--seed", "seed", dict(type=_limited("seed", "--seed"))),
+        ("--folds", "n_folds", dict(type=_limited("n_folds", "--folds"), help="leave-speakers-out folds")),
+        ("--max-folds", "max_folds", dict(type=_limited("max_folds", "--max-folds"),
+                                          help="run only the first N folds of the split")),
+        ("--store", "store", dict(help="feature cache folder")),
+        ("--wav2vec2-layer", "wav2vec2_layer", dict(type=int, help="hidden layer (default: the last)")),
+        ("--strategy", "strategy", dict(choices=c.STRATEGIES, help="mirrored: every local GPU")),
+        ("--precision", "precision", dict(choices=c.PRECISIONS, help="mixed_float16 on GPUs")),
+        ("--jit-compile", "jit_compile", dict(action="store_const", const=True, help="XLA")),
+        ("--tensorboard", "tensorboard", dict(action="store_const", const=True,
+                                              help="TensorBoard logs per fold and trial in the run folder")),
+    ]
+    if training:
+        flags += [
+            ("--task", "task", dict(choices=c.TASKS)),
+            ("--model", "model", dict(choices=c.MODELS)),
+            ("--loss", "loss", dict(choices=c.LOSSES)),
+            ("--zeta", "zeta", dict(type=_limited("zeta", "--zeta"),
+                                    help="focal weighting (default: the paper's per emotion for detection, "
+                                         "0.25 otherwise)")),
+            ("--theta", "theta", dict(type=_limited("theta", "--theta"), help="focal focusing factor")),
+            ("--split", "split", dict(choices=c.SPLITS)),
+            ("--validation", "validation", dict(type=_limited("validation", "--validation"),
+                                                help="share of the training part held out for validation")),
+            ("--validation-by", "validation_by", dict(choices=c.VALIDATION_BY)),
+            ("--tuner", "tuner", dict(choices=c.TUNERS, help="keras-tuner search (with --tune/--space)")),
+            ("--max-trials", "max_trials", dict(type=_limited("max_trials", "--max-trials"),
+                                                help="stop a search after this many trials")),
+        ]
+    return flags
+
+
+def _add_config_flags(parser, training=True):
+    from msir_keras.config import ExperimentConfig
+
+    defaults = ExperimentConfig()
+    for flag, field, options in _config_flags(training):
+        options = dict(options)
+        default = getattr(defaults, field)
+        options["help"] = (options.get("help", "") + f" (default: {default})").strip()
+        parser.add_argument(flag, default=None, **options)
+    parser.add_argument("--wav2vec2", default=None,
+                        help="wav2vec 2.0 hub id or local checkpoint folder; 'off' leaves the wav2vec branch "
+                        f"out (default: {defaults.wav2vec2})")
+    parser.add_argument("--dropout", type=_limited("dropout", "--dropout"), default=None,
+                        help="dropout before the fully connected layers (default: the preset's)")
+    parser.add_argument("--logmel-deltas", type=int, default=None, choices=[0, 1, 2],
+                        help="1: 2D log-Mels (paper, default), 2: 3D (ACRNN)")
+    parser.add_argument("--lld-deltas", type=int, default=None, choices=[0, 1, 2],
+                        help="2: 3D-LLD (paper, default), 1: 2D, 0: 1D")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder (kept until the new run has finished)")
+    parser.add_argument("--verbose", action="store_true", help="Keras's progress bar per epoch")
+    if training:
+        parser.add_argument("--branches", default=None,
+                            help=f"MSIR branches, comma-separated (default: {','.join(defaults.branches)})")
+        parser.add_argument("--emotion", action="append", choices=list(defaults.targets),
+                            help="detection target (repeat; default: all four)")
+        parser.add_argument("--config", default=None, metavar="FILE",
+                            help="start from this config.json (a run's): rerun it, or change it with flags")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="set any config field or MSIR argument, e.g. --set weight_decay=1e-4")
+
+
 def _experiment_config(args, **fixed):
-    from msir_keras.experiment import ExperimentConfig
+    """The ExperimentConfig of a command: the defaults (or --config FILE), the flags given, --set, `fixed`."""
+    from msir_keras.config import ExperimentConfig
 
-    values = dict(
-        corpus=args.corpus,
-        root=args.root,
-        preset=args.preset,
-        wav2vec2=_wav2vec2_source(args.wav2vec2),
-        wav2vec2_layer=args.wav2vec2_layer,
-        logmel={"deltas": args.logmel_deltas},
-        lld={"deltas": args.lld_deltas},
-        store=args.store,
-        epochs=args.epochs,
-        patience=args.patience,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        n_folds=args.folds,
-        max_folds=args.max_folds,
-        model_options={} if args.dropout is None else {"dropout": args.dropout},
-    )
+    source = getattr(args, "config", None)
+    base = ExperimentConfig.load(source) if source else ExperimentConfig()
+    values = base.to_dict()
+    for flag, field, _ in _config_flags(training=hasattr(args, "task")):
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            values[field] = value
+    if args.corpus is not None:
+        values["corpus"] = args.corpus
+    if args.root is not None:
+        values["root"] = args.root
+    if not source and (args.corpus is None or args.root is None):
+        raise ConfigError("--corpus and --root are required (or --config RUN/config.json)")
+    if args.wav2vec2 is not None:
+        values["wav2vec2"] = _wav2vec2_source(args.wav2vec2)
+        if values["wav2vec2"] is not None and "w2v" not in values["branches"] and not getattr(args, "branches", None):
+            values["branches"] = list(ExperimentConfig().branches)
+    if args.dropout is not None:
+        values["model_options"] = {**values["model_options"], "dropout": args.dropout}
+    for name, value in (("logmel", args.logmel_deltas), ("lld", args.lld_deltas)):
+        if value is not None:
+            values[name] = {**values[name], "deltas": value}
+    if getattr(args, "branches", None):
+        values["branches"] = _branches(args.branches)
+    if getattr(args, "emotion", None):
+        values["targets"] = list(args.emotion)
+    if getattr(args, "tune", None):
+        values["tune"] = args.tune
     values.update(fixed)
-    return ExperimentConfig(**values)
+    config = ExperimentConfig.from_dict(values)
+    if getattr(args, "set", None):
+        config = config.with_settings(args.set)
+    return config
 
 
-def _announce_wav2vec2(args):
-    """Says first, before anything else prints, when MSIR runs without its wav2vec branch."""
-    if getattr(args, "model", "msir") == "msir" and _wav2vec2_source(args.wav2vec2) is None:
+def _branches(text):
+    from msir_keras.config import BRANCHES
+
+    branches = tuple(b.strip() for b in text.split(","))
+    unknown = [b for b in branches if b not in BRANCHES]
+    if unknown:
+        raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(BRANCHES)}")
+    return branches
+
+
+def _announce_wav2vec2(config):
+    """Says first, before TensorFlow prints anything, when MSIR runs without its wav2vec branch."""
+    if config.model == "msir" and config.wav2vec2 is None:
         print("NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on log-Mels and LLDs only; "
               "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model",
               flush=True)
@@ -205,45 +314,21 @@ def _run(config, args):
     check_run_folder(config, args.out, args.overwrite)  # before any work
     if config.model == "msir" and "w2v" in config.branches:
         config.extractors()["w2v"].key()  # fail at once on an unreachable checkpoint
-    run_experiment(config, args.out, overwrite=args.overwrite)
+    run_experiment(config, args.out, overwrite=args.overwrite, verbose=1 if args.verbose and sys.stdout.isatty() else
+                   (2 if args.verbose else 0))
     print(f"run folder: {args.out}")
     return 0
 
 
 def cmd_run(args):
-    _announce_wav2vec2(args)
     config = _experiment_config(args, split="speakers", task="classification")
+    _announce_wav2vec2(config)
     return _run(config, args)
 
 
-def _train_config(args):
-    from msir_keras.model import BRANCHES
-
-    branches = tuple(b.strip() for b in args.branches.split(","))
-    unknown = [b for b in branches if b not in BRANCHES]
-    if unknown:
-        raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(BRANCHES)}")
-    return _experiment_config(
-        args,
-        task=args.task,
-        targets=tuple(args.emotion) if args.emotion else ("angry", "happy", "neutral", "sad"),
-        model=args.model,
-        branches=branches,
-        loss=args.loss,
-        zeta=args.zeta,
-        theta=args.theta,
-        split=args.split,
-        validation=args.validation,
-        validation_by=args.validation_by,
-        tune=args.tune,
-        tuner=args.tuner,
-        max_trials=args.max_trials,
-    )
-
-
 def cmd_train(args):
-    _announce_wav2vec2(args)
-    config = _train_config(args)
+    config = _experiment_config(args)
+    _announce_wav2vec2(config)
     if config.tune:
         from msir_keras.tuning import load_space
 
@@ -252,14 +337,13 @@ def cmd_train(args):
 
 
 def cmd_tune(args):
-    if args.model != "msir":
-        raise ValueError(f"msir tune searches MSIR's hyperparameters; --model {args.model} has none to search")
-    _announce_wav2vec2(args)
+    config = _experiment_config(args, tune=args.space)
+    if config.model != "msir":
+        raise ValueError(f"msir tune searches MSIR's hyperparameters; --model {config.model} has none to search")
+    _announce_wav2vec2(config)
     from msir_keras.experiment import run_search
     from msir_keras.tuning import load_space
 
-    args.tune = args.space
-    config = _train_config(args)
     load_space(config.tune)
     if args.overwrite and os.path.isdir(args.out):
         import shutil
@@ -344,49 +428,6 @@ def _predict_timelines(detector, files, args):
     return 1 if failed else 0
 
 
-def _training_arguments(parser):
-    parser.add_argument("--preset", default="small", choices=["small", "paper"])
-    parser.add_argument("--epochs", type=_limited("epochs", "--epochs"), default=100)
-    parser.add_argument("--patience", type=_limited("patience", "--patience"), default=20,
-                        help="epochs without a better val_uar")
-    parser.add_argument("--learning-rate", type=_limited("learning_rate", "--learning-rate"), default=1e-3)
-    parser.add_argument("--batch-size", type=_limited("batch_size", "--batch-size"), default=64)
-    parser.add_argument("--dropout", type=_limited("dropout", "--dropout"), default=None,
-                        help="dropout before the fully connected layers (default: the preset's)")
-    parser.add_argument("--seed", type=_limited("seed", "--seed"), default=0)
-    parser.add_argument("--folds", type=_limited("n_folds", "--folds"), default=5,
-                        help="leave-speakers-out folds (default: %(default)s)")
-    parser.add_argument("--max-folds", type=_limited("max_folds", "--max-folds"), default=None,
-                        help="run only the first N folds of the split (default: all)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run folder (kept until the new run has finished)")
-
-
-def _experiment_arguments(parser):
-    """The arguments `train` and `tune` share."""
-    _corpus_arguments(parser)
-    _feature_arguments(parser, "facebook/wav2vec2-base-960h")
-    _training_arguments(parser)
-    parser.add_argument("--task", default="classification", choices=["classification", "detection"])
-    parser.add_argument("--emotion", action="append", choices=["angry", "happy", "neutral", "sad"],
-                        help="detection target (repeat; default: all four)")
-    parser.add_argument("--model", default="msir", choices=["msir", "svm-compare", "svm-egemaps"])
-    parser.add_argument("--branches", default="cr,lld,w2v", help="MSIR branches (default: %(default)s)")
-    parser.add_argument("--loss", default="focal", choices=["focal", "crossentropy"])
-    parser.add_argument("--zeta", type=_limited("zeta", "--zeta"), default=None,
-                        help="focal weighting (default: the paper's per emotion for detection, 0.25 otherwise)")
-    parser.add_argument("--theta", type=_limited("theta", "--theta"), default=2.0, help="focal focusing factor")
-    parser.add_argument("--split", default="speakers", choices=["speakers", "session", "loso"])
-    parser.add_argument("--validation", type=_limited("validation", "--validation"), default=0.2,
-                        help="share of training data for validation")
-    parser.add_argument("--validation-by", default="utterances", choices=["utterances", "speakers"])
-    parser.add_argument("--tuner", default="grid", choices=["grid", "bayesian", "hyperband"],
-                        help="keras-tuner search (with --tune/--space; default: %(default)s)")
-    parser.add_argument("--max-trials", type=_limited("max_trials", "--max-trials"), default=None,
-                        help="stop a search after this many trials (default: the whole grid)")
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="msir", description="MSIR speech emotion detection (Wu et al., IEICE 2024) in Keras."
@@ -419,19 +460,20 @@ def build_parser():
 
     run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
     _corpus_arguments(run)
-    _feature_arguments(run, "facebook/wav2vec2-base-960h")
-    _training_arguments(run)
+    _add_config_flags(run, training=False)
     run.set_defaults(handler=cmd_run)
 
     train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")
-    _experiment_arguments(train)
+    _corpus_arguments(train, required=False)
+    _add_config_flags(train)
     train.add_argument("--tune", default=None, metavar="SPACE",
                        help="search SPACE (paper-lr or a JSON file) with keras-tuner inside each fold, "
                        "on its validation part, before training and testing")
     train.set_defaults(handler=cmd_train)
 
     tune = commands.add_parser("tune", help="keras-tuner search inside each fold, on validation speakers only")
-    _experiment_arguments(tune)
+    _corpus_arguments(tune, required=False)
+    _add_config_flags(tune)
     tune.add_argument("--space", required=True,
                       help="paper-lr (the paper's learning-rate grid) or a JSON search space file")
     tune.set_defaults(handler=cmd_tune)
@@ -486,8 +528,9 @@ def main(argv=None):
     if args.command in TENSORFLOW_COMMANDS and not user_log_level:
         _import_tensorflow_quietly()
     if getattr(args, "out", "") is None and args.command in ("run", "train", "tune"):
-        model = getattr(args, "model", "msir")
-        args.out = os.path.join("runs", f"{args.corpus}-{model}" + ("-tuning" if args.command == "tune" else ""))
+        corpus = args.corpus or "run"
+        model = getattr(args, "model", None) or "msir"
+        args.out = os.path.join("runs", f"{corpus}-{model}" + ("-tuning" if args.command == "tune" else ""))
     warnings.showwarning = _show_warning  # one line each, not Python's file:line form
     if args.debug:
         return args.handler(args)

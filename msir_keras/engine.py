@@ -71,7 +71,7 @@ def loss_for(config, target):
     return keras.losses.SparseCategoricalCrossentropy()
 
 
-def compile_model(model, config, target="classification", learning_rate=None, jit_compile=False):
+def compile_model(model, config, target="classification", learning_rate=None, jit_compile=None):
     """Compiles with Adam, the experiment's loss and the streaming UAR; returns the model."""
     import keras
 
@@ -84,7 +84,7 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
         optimizer=keras.optimizers.Adam(rate),
         loss=loss_for(config, target),
         metrics=["accuracy", UnweightedAverageRecall(model.num_classes)],
-        jit_compile=jit_compile,
+        jit_compile=config.jit_compile if jit_compile is None else jit_compile,
     )
     return model
 
@@ -122,6 +122,30 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
     return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
 
 
+def make_strategy(name):
+    """A tf.distribute strategy by name: None for "default", MirroredStrategy over local GPUs for "mirrored"."""
+    if name == "default":
+        return None
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise ConfigError(f"strategy must be 'default' or 'mirrored', got {name!r}")
+
+
+@contextlib.contextmanager
+def precision(policy):
+    """Keras's global dtype policy for the block (mixed_float16 on GPUs), restored after."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def train(config, data, fold, labels, class_names, target, seed=None, strategy=None, callbacks=(),
           verbose=0, **overrides):
     """Seeds, builds (normalised on the training part), compiles and fits one fold.
@@ -131,7 +155,9 @@ def train(config, data, fold, labels, class_names, target, seed=None, strategy=N
         data: FeatureSet of the whole corpus; `fold` picks its parts.
         labels: (N,) class ids. class_names: list of str. target: str.
         seed: int or None (the config's). Weights and batch order follow it.
-        strategy: a tf.distribute.Strategy or None.
+        strategy: a tf.distribute.Strategy, or None for the config's (`strategy`).
+        callbacks: more Keras callbacks (TensorBoard...).
+        verbose: 0 silent, 1 Keras's progress bar, 2 a line per epoch.
         **overrides: MSIR options over the config's.
 
     Returns:
@@ -143,8 +169,9 @@ def train(config, data, fold, labels, class_names, target, seed=None, strategy=N
     keras.utils.set_random_seed(seed)
     labelled = data.with_labels(labels)
     train_part, valid_part = labelled.subset(fold.train), labelled.subset(fold.validation)
+    strategy = strategy if strategy is not None else make_strategy(config.strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    with precision(config.precision), scope:
         model = build(config, train_part.frame_shapes(), class_names, train_part.fit_normalization(),
                       feature_config(config), **overrides)
         compile_model(model, config, target)

@@ -31,161 +31,11 @@ import time
 import numpy as np
 import pandas as pd
 
+from msir_keras.config import PAPER_ZETA, ExperimentConfig  # noqa: F401  (the runner's config)
 from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
-from msir_keras.features import (
-    DEFAULT_CHECKPOINT,
-    FeatureStore,
-    baseline_extractor,
-    branch_extractors,
-)
+from msir_keras.features import FeatureStore
 from msir_keras.features.base import ConfigError
-from msir_keras.limits import check_limit
 from msir_keras.metrics import classification_report, detection_report, mean_reports
-
-# The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
-PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
-MODELS = ("msir", "svm-compare", "svm-egemaps")
-TASKS = ("classification", "detection")
-SPLITS = ("speakers", "session", "loso")
-PRESETS = ("small", "paper")
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    """Everything an experiment runs with; written as config.json in its run folder.
-
-    Args:
-        corpus: "emodb", "iemocap" or "manifest".
-        root: str. The corpus folder (or the manifest CSV).
-        task: "classification" (one 4-way model) or "detection" (one
-            positive-vs-rest detector per emotion in `targets`).
-        targets: tuple of str. The emotions to detect (detection only).
-        model: "msir", "svm-compare" or "svm-egemaps".
-        preset: "small" or "paper" (MSIR sizes).
-        branches: tuple of "cr", "lld", "w2v".
-        model_options: dict. MSIR arguments over the preset.
-        logmel, lld: dict. Extractor settings over the defaults (e.g.
-            {"deltas": 2} for ACRNN's 3D log-Mels, {"deltas": 0} for 1D-LLD).
-        wav2vec2: str or None. Hub id or local folder; None turns the
-            wav2vec branch off.
-        wav2vec2_layer: int or None. Hidden layer (None: the last).
-        loss: "focal" or "crossentropy".
-        zeta: float, list or None. Focal weighting. None: for detection the
-            paper's value per emotion (PAPER_ZETA) on the positive class;
-            for classification 0.25 on every class.
-        theta: float, defaults to 2.
-        learning_rate: float, defaults to 1e-3 (from the paper's grid).
-        batch_size: int, defaults to 64. epochs: int, defaults to 100.
-        patience: int, defaults to 20 epochs without a better val_uar.
-        split: "speakers" (n_folds leave-speakers-out folds), "session"
-            (IEMOCAP 1-4 / 5) or "loso".
-        validation: float, defaults to 0.2. Share of the training part held out.
-        validation_by: "utterances" or "speakers" (whole training speakers).
-        seed: int. store: str, the feature store's folder.
-        max_folds: int or None. Run only the first `max_folds` folds of the
-            split (a quicker look; the README says which folds a figure used).
-        tune: str or None. A keras-tuner search space (a name in
-            `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
-            searched inside each fold on its validation part before training.
-        tuner: "grid", "bayesian" or "hyperband". max_trials: int or None.
-    """
-
-    corpus: str = "emodb"
-    root: str = ""
-    task: str = "classification"
-    targets: tuple = FOUR_CLASSES
-    model: str = "msir"
-    preset: str = "small"
-    branches: tuple = ("cr", "lld", "w2v")
-    model_options: dict = dataclasses.field(default_factory=dict)
-    logmel: dict = dataclasses.field(default_factory=dict)
-    lld: dict = dataclasses.field(default_factory=dict)
-    wav2vec2: str | None = DEFAULT_CHECKPOINT
-    wav2vec2_layer: int | None = None
-    loss: str = "focal"
-    zeta: float | list | None = None
-    theta: float = 2.0
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    epochs: int = 100
-    patience: int = 20
-    split: str = "speakers"
-    n_folds: int = 5
-    validation: float = 0.2
-    validation_by: str = "utterances"
-    seed: int = 0
-    store: str = "feature-store"
-    max_folds: int | None = None
-    tune: str | None = None
-    tuner: str = "grid"
-    max_trials: int | None = None
-
-    def __post_init__(self):
-        self.targets = tuple(self.targets)
-        self.branches = tuple(self.branches)
-        if self.wav2vec2 is None:
-            self.branches = tuple(b for b in self.branches if b != "w2v")
-        for name, value, allowed in (
-            ("task", self.task, TASKS),
-            ("model", self.model, MODELS),
-            ("loss", self.loss, ("focal", "crossentropy")),
-            ("split", self.split, SPLITS),
-            ("preset", self.preset, PRESETS),
-            ("validation_by", self.validation_by, ("utterances", "speakers")),
-            ("tuner", self.tuner, ("grid", "bayesian", "hyperband")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
-        for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
-                     "theta", "seed"):
-            setattr(self, name, check_limit(name, getattr(self, name)))
-        zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
-        for value in zetas:
-            check_limit("zeta", value)
-        if "dropout" in self.model_options:
-            check_limit("dropout", self.model_options["dropout"])
-        for name in ("max_folds", "max_trials"):
-            if getattr(self, name) is not None:
-                setattr(self, name, check_limit(name, getattr(self, name)))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown experiment setting(s) {unknown}")
-        return cls(**values)
-
-    def save(self, path):
-        with open(path, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-
-    @classmethod
-    def load(cls, path):
-        with open(path) as handle:
-            return cls.from_dict(json.load(handle))
-
-    def extractors(self):
-        """The feature extractors of this experiment, by model input name."""
-        if self.model != "msir":
-            name = self.model.split("-", 1)[1]
-            return {name: baseline_extractor(name)}
-        wav2vec2 = None
-        if "w2v" in self.branches:
-            wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
-        extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
-        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
-        return {wanted[b]: extractors[wanted[b]] for b in self.branches}
-
-    def zeta_for(self, target):
-        """The focal weighting of one target's loss (see `zeta`)."""
-        if self.task == "detection":
-            z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
-            return [1.0 - z, z]
-        return 0.25 if self.zeta is None else self.zeta
-
 
 def report_skipped(corpus, log=print, shown=10):
     """Logs what a corpus loader left out: labels outside the classes as counts, other entries with where and why."""
@@ -346,10 +196,11 @@ def _report(config, y_true, y_pred, class_names):
     return detection_report(y_true, y_pred)
 
 
-def run_fold(config, table, data, fold, target, folder, log=print):
+def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     """Trains and tests one target on one fold, writing its folder. Returns its report."""
     from msir_keras.plots import plot_confusion
 
+    started = time.perf_counter()
     os.makedirs(folder, exist_ok=True)
     labels, class_names = target_labels(config, table, target)
     if config.model == "msir":
@@ -359,7 +210,13 @@ def run_fold(config, table, data, fold, target, folder, log=print):
                                                        os.path.join(folder, "tuning"), log)
         from msir_keras import engine
 
-        model, history = engine.train(fold_config, data, fold, labels, class_names, target, **overrides)
+        callbacks = []
+        if config.tensorboard:
+            import keras
+
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
+        model, history = engine.train(fold_config, data, fold, labels, class_names, target, callbacks=callbacks,
+                                      verbose=verbose, **overrides)
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
@@ -371,7 +228,8 @@ def run_fold(config, table, data, fold, target, folder, log=print):
         with open(os.path.join(folder, "normalization.json"), "w") as handle:
             json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},
                       handle)
-        extra = {"best_epoch": int(history["val_uar"].idxmax()) + 1, "epochs_run": len(history)}
+        extra = {"best_epoch": int(history["val_uar"].idxmax()) + 1, "epochs_run": len(history),
+                 "val_uar": float(history["val_uar"].max())}
         if chosen:
             extra["chosen"] = chosen
     else:
@@ -389,7 +247,7 @@ def run_fold(config, table, data, fold, target, folder, log=print):
             predictions[f"p_{name}"] = probabilities[:, index]
     predictions.to_csv(os.path.join(folder, "predictions.csv"), index=False)
     report = _report(config, labels[fold.test], predicted, class_names)
-    report.update(fold=fold.to_dict(table), **extra)
+    report.update(fold=fold.to_dict(table), seconds=round(time.perf_counter() - started, 1), **extra)
     plot_confusion(report["confusion"], class_names, os.path.join(folder, "confusion.png"),
                    title=f"{config.model} {target}, {fold.name}: UAR {report['uar']:.1%}")
     # Written last: its presence marks the fold as finished (a resumed run skips it).
@@ -399,11 +257,14 @@ def run_fold(config, table, data, fold, target, folder, log=print):
 
 
 def _log_fold(config, target, name, report, log, note=""):
+    """A fold's line: its test figures, the best val_uar (the epoch's choice) and its time."""
+    chosen = (f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"
+              if "val_uar" in report else "")
     log(f"  {target:>14} {name:<22} UAR {report['uar']:.3f}  "
         + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
            if config.task == "classification"
            else f"TPR {report['sensitivity']:.3f}  TNR {report['specificity']:.3f}  F1 {report['f1']:.3f}")
-        + note)
+        + chosen + (f"  {report['seconds']:.0f} s" if "seconds" in report else "") + note)
 
 
 def finished_fold(config, folder):
@@ -457,7 +318,7 @@ def check_run_folder(config, out, overwrite=False):
             )
 
 
-def run_experiment(config, out, log=print, overwrite=False):
+def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     """Runs an experiment end to end and writes its run folder (see the module doc).
 
     Args:
@@ -467,6 +328,7 @@ def run_experiment(config, out, log=print, overwrite=False):
         overwrite: bool, defaults to False. Replace a finished run at `out`
             (kept until this one has finished) and discard a partial run of
             another configuration; without it both are refused.
+        verbose: int. Keras's output per epoch (0 none, 1 a progress bar).
 
     Returns:
         The metrics dict written to `out/metrics.json`.
@@ -494,7 +356,7 @@ def run_experiment(config, out, log=print, overwrite=False):
             folder = os.path.join(staging, target, fold.name)
             report = finished_fold(config, folder)
             if report is None:
-                report = run_fold(config, table, data, fold, target, folder, log)
+                report = run_fold(config, table, data, fold, target, folder, log, verbose)
             else:
                 _log_fold(config, target, fold.name, report, log, note="  (finished before, reused)")
             reports[fold.name] = report

@@ -11,10 +11,10 @@ from keras import layers
 # which must be known in a fresh process that only loads the model.
 from msir_keras import losses as _losses  # noqa: F401
 from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
+from msir_keras.config import BRANCHES
 from msir_keras.features.base import ConfigError
 from msir_keras.layers import FrameLengths, MaskFrames, Standardize
 
-BRANCHES = ("cr", "lld", "w2v")
 BRANCH_INPUT = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
 
 PRESETS = {

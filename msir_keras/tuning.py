@@ -27,12 +27,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from msir_keras.config import TUNERS
 from msir_keras.features.base import ConfigError
 
 # The paper's grid (section 4.1), in the paper's order.
 PAPER_LEARNING_RATES = [5e-6, 1e-6, 5e-5, 1e-5, 5e-4, 1e-4, 5e-3, 1e-3, 5e-2, 1e-2]
 SPACES = {"paper-lr": {"learning_rate": {"choice": PAPER_LEARNING_RATES}}}
-TUNERS = ("grid", "bayesian", "hyperband")
 TRAINING_CHOICES = ("learning_rate", "batch_size")
 
 
@@ -190,6 +190,12 @@ def trial_table(tuner):
     return table.sort_values("val_uar", ascending=False, kind="stable").reset_index(drop=True) if rows else table
 
 
+def _precision(policy):
+    from msir_keras.engine import precision
+
+    return precision(policy)
+
+
 def tune(config, train, valid, class_names, target, space, folder, kind="grid", max_trials=None,
          strategy=None, overwrite=False, log=print):
     """Runs (or resumes) one search in `folder`; writes trials.csv and val_uar_vs_lr.png.
@@ -199,13 +205,23 @@ def tune(config, train, valid, class_names, target, space, folder, kind="grid", 
     """
     from msir_keras.plots import plot_search
 
+    from msir_keras.engine import make_strategy
+
     hypermodel = MSIRHyperModel(config, train, valid, class_names, target, space)
+    strategy = strategy if strategy is not None else make_strategy(config.strategy)
     tuner = make_tuner(hypermodel, kind, max_trials, directory=folder, project_name="keras-tuner",
                        strategy=strategy, overwrite=overwrite, seed=config.seed)
     done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     if done:
         log(f"    resuming the search in {folder}: {done} trial(s) finished before")
-    tuner.search(verbose=0)
+    callbacks = []
+    if config.tensorboard:
+        import keras
+
+        # keras-tuner gives each trial its own folder under this one.
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
+    with _precision(config.precision):
+        tuner.search(callbacks=callbacks, verbose=0)
     table = trial_table(tuner)
     if table.empty:
         failed = [t for t in tuner.oracle.trials.values() if t.status == "FAILED"]

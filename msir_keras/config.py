@@ -1,0 +1,216 @@
+"""An experiment's configuration: plain data, written as config.json beside its results.
+
+Light to import (no TensorFlow): the CLI takes its defaults and choices from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from msir_keras.corpora import FOUR_CLASSES
+from msir_keras.features import DEFAULT_CHECKPOINT, baseline_extractor, branch_extractors
+from msir_keras.features.base import ConfigError
+from msir_keras.limits import check_limit
+
+# The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
+PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
+MODELS = ("msir", "svm-compare", "svm-egemaps")
+TASKS = ("classification", "detection")
+SPLITS = ("speakers", "session", "loso")
+PRESETS = ("small", "paper")
+BRANCHES = ("cr", "lld", "w2v")
+LOSSES = ("focal", "crossentropy")
+VALIDATION_BY = ("utterances", "speakers")
+TUNERS = ("grid", "bayesian", "hyperband")
+STRATEGIES = ("default", "mirrored")
+PRECISIONS = ("float32", "mixed_float16")
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything an experiment runs with; written as config.json in its run folder.
+
+    Args:
+        corpus: "emodb", "iemocap" or "manifest".
+        root: str. The corpus folder (or the manifest CSV).
+        task: "classification" (one 4-way model) or "detection" (one
+            positive-vs-rest detector per emotion in `targets`).
+        targets: tuple of str. The emotions to detect (detection only).
+        model: "msir", "svm-compare" or "svm-egemaps".
+        preset: "small" or "paper" (MSIR sizes).
+        branches: tuple of "cr", "lld", "w2v".
+        model_options: dict. MSIR arguments over the preset.
+        logmel, lld: dict. Extractor settings over the defaults (e.g.
+            {"deltas": 2} for ACRNN's 3D log-Mels, {"deltas": 0} for 1D-LLD).
+        wav2vec2: str or None. Hub id or local folder; None turns the
+            wav2vec branch off.
+        wav2vec2_layer: int or None. Hidden layer (None: the last).
+        loss: "focal" or "crossentropy".
+        zeta: float, list or None. Focal weighting. None: for detection the
+            paper's value per emotion (PAPER_ZETA) on the positive class;
+            for classification 0.25 on every class.
+        theta: float, defaults to 2.
+        learning_rate: float, defaults to 1e-3 (from the paper's grid).
+        batch_size: int, defaults to 64. epochs: int, defaults to 100.
+        patience: int, defaults to 20 epochs without a better val_uar.
+        split: "speakers" (n_folds leave-speakers-out folds), "session"
+            (IEMOCAP 1-4 / 5) or "loso".
+        validation: float, defaults to 0.2. Share of the training part held out.
+        validation_by: "utterances" or "speakers" (whole training speakers).
+        seed: int. store: str, the feature store's folder.
+        max_folds: int or None. Run only the first `max_folds` folds of the
+            split (a quicker look; the README says which folds a figure used).
+        tune: str or None. A keras-tuner search space (a name in
+            `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
+            searched inside each fold on its validation part before training.
+        tuner: "grid", "bayesian" or "hyperband". max_trials: int or None.
+        strategy: "default" (one device) or "mirrored" (every local GPU,
+            `tf.distribute.MirroredStrategy`; batch_size is per replica).
+        precision: "float32" or "mixed_float16" (GPU; the softmax stays float32).
+        jit_compile: bool. XLA-compile the training step.
+        tensorboard: bool. TensorBoard logs per fold (and per trial) in the run folder.
+    """
+
+    corpus: str = "emodb"
+    root: str = ""
+    task: str = "classification"
+    targets: tuple = FOUR_CLASSES
+    model: str = "msir"
+    preset: str = "small"
+    branches: tuple = BRANCHES
+    model_options: dict = dataclasses.field(default_factory=dict)
+    logmel: dict = dataclasses.field(default_factory=dict)
+    lld: dict = dataclasses.field(default_factory=dict)
+    wav2vec2: str | None = DEFAULT_CHECKPOINT
+    wav2vec2_layer: int | None = None
+    loss: str = "focal"
+    zeta: float | list | None = None
+    theta: float = 2.0
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 100
+    patience: int = 20
+    split: str = "speakers"
+    n_folds: int = 5
+    validation: float = 0.2
+    validation_by: str = "utterances"
+    seed: int = 0
+    store: str = "feature-store"
+    max_folds: int | None = None
+    tune: str | None = None
+    tuner: str = "grid"
+    max_trials: int | None = None
+    strategy: str = "default"
+    precision: str = "float32"
+    jit_compile: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        self.targets = tuple(self.targets)
+        self.branches = tuple(self.branches)
+        if self.wav2vec2 is None:
+            self.branches = tuple(b for b in self.branches if b != "w2v")
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("model", self.model, MODELS),
+            ("loss", self.loss, LOSSES),
+            ("split", self.split, SPLITS),
+            ("preset", self.preset, PRESETS),
+            ("validation_by", self.validation_by, VALIDATION_BY),
+            ("tuner", self.tuner, TUNERS),
+            ("strategy", self.strategy, STRATEGIES),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
+                     "theta", "seed"):
+            setattr(self, name, check_limit(name, getattr(self, name)))
+        zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
+        for value in zetas:
+            check_limit("zeta", value)
+        if "dropout" in self.model_options:
+            check_limit("dropout", self.model_options["dropout"])
+        for name in ("max_folds", "max_trials"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_limit(name, getattr(self, name)))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def with_settings(self, settings):
+        """A copy with `key=value` settings applied (`msir train --set`).
+
+        Keys are fields of this config, or MSIR arguments (dropout,
+        weight_decay, cr_lstm_units, ...), which go into `model_options`.
+        Values are read as JSON where they parse (numbers, true, null,
+        lists), else as text.
+        """
+        values = self.to_dict()
+        options = dict(values["model_options"])
+        fields = {f.name for f in dataclasses.fields(self)}
+        for setting in settings:
+            key, separator, text = setting.partition("=")
+            key = key.strip()
+            if not separator or not key:
+                raise ConfigError(f"--set takes key=value, got {setting!r}")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            if key.startswith("model_options."):
+                options[key.split(".", 1)[1]] = value
+            elif key in fields:
+                values[key] = value
+            elif key in _model_arguments():
+                options[key] = value
+            else:
+                raise ConfigError(f"--set {key}: not a setting; known: {sorted(fields)} and the MSIR "
+                                  f"arguments {sorted(_model_arguments())}")
+        values["model_options"] = options
+        return type(self).from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown experiment setting(s) {unknown}")
+        return cls(**values)
+
+    def save(self, path):
+        with open(path, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as handle:
+            return cls.from_dict(json.load(handle))
+
+    def extractors(self):
+        """The feature extractors of this experiment, by model input name."""
+        if self.model != "msir":
+            name = self.model.split("-", 1)[1]
+            return {name: baseline_extractor(name)}
+        wav2vec2 = None
+        if "w2v" in self.branches:
+            wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
+        extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
+        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+        return {wanted[b]: extractors[wanted[b]] for b in self.branches}
+
+    def zeta_for(self, target):
+        """The focal weighting of one target's loss (see `zeta`)."""
+        if self.task == "detection":
+            z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
+            return [1.0 - z, z]
+        return 0.25 if self.zeta is None else self.zeta
+
+
+def _model_arguments():
+    import inspect
+
+    from msir_keras.model import MSIR
+
+    skip = {"self", "kwargs", "num_classes", "branches", "class_names", "feature_config"}
+    return {name for name in inspect.signature(MSIR.__init__).parameters if name not in skip}
