@@ -116,7 +116,23 @@ TRAIN = [
          ("6 folds need at least 6 speakers",)),
     Case("missing-manifest", lambda c: ["train", "--corpus", "manifest", "--root", c.tmp / "none.csv",
                                         "--wav2vec2", "off", "--out", c.tmp / "r"], 2, ("no such manifest",)),
+    Case("no-corpus", lambda c: ["train", "--root", c.corpus.manifest], 2, ("--corpus and --root are required",)),
+    Case("unknown-setting", lambda c: _train(c, "--set", "learning_rat=0.1"), 2, ("--set learning_rat: not a setting",)),
+    Case("setting-out-of-range", lambda c: _train(c, "--set", "validation=2"), 2, ("validation must be",)),
+    Case("missing-config-file", lambda c: ["train", "--config", c.tmp / "none.json", "--out", c.tmp / "r"], 2,
+         ("none.json",)),
+    Case("bad-search-space", lambda c: _train(c, "--tune", "paper-learning-rates"), 2, ("neither a known space",)),
 ]
+
+
+def test_a_run_is_rerun_from_its_config_with_changes(ctx, trained, capsys):
+    out = ctx.tmp / "again"
+    assert main(["train", "--config", str(trained / "config.json"), "--set", "weight_decay=1e-4",
+                 "--epochs", "2", "--out", str(out)]) == 0
+    before, after = (json.loads((folder / "config.json").read_text()) for folder in (trained, out))
+    assert after["model_options"] == {"weight_decay": 1e-4} and after["epochs"] == 2
+    assert {k: v for k, v in after.items() if k not in ("model_options", "epochs")} == \
+        {k: v for k, v in before.items() if k not in ("model_options", "epochs")}
 
 
 @pytest.mark.parametrize("case", TRAIN, ids=repr)

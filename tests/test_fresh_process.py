@@ -47,18 +47,27 @@ def _train(tmp_path_factory, manifest, store, name, *options):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, manifest, emodb_store, tiny_wav2vec2):
-    """One run folder per kind of saved model."""
-    store = emodb_store.root
-    return {
-        "focal": _train(tmp_path_factory, manifest, store, "focal", "--wav2vec2", "off"),
-        "crossentropy": _train(tmp_path_factory, manifest, store, "ce", "--wav2vec2", "off",
-                               "--branches", "lld", "--loss", "crossentropy"),
-        "detection": _train(tmp_path_factory, manifest, store, "det", "--wav2vec2", "off", "--branches", "lld",
-                            "--task", "detection", "--emotion", "sad", "--emotion", "angry"),
-        "wav2vec": _train(tmp_path_factory, manifest, store, "w2v", "--wav2vec2", tiny_wav2vec2,
-                          "--branches", "lld,w2v"),
-    }
+def focal_run(tmp_path_factory, manifest, emodb_store):
+    return _train(tmp_path_factory, manifest, emodb_store.root, "focal", "--wav2vec2", "off")
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory, manifest, emodb_store, focal_run):
+    """One run folder per kind of saved model, trained when a test first asks for it."""
+
+    class Runs(dict):
+        def __missing__(self, kind):
+            store = emodb_store.root
+            options = {
+                "crossentropy": ("--wav2vec2", "off", "--branches", "lld", "--loss", "crossentropy"),
+                "detection": ("--wav2vec2", "off", "--branches", "lld", "--task", "detection",
+                              "--emotion", "sad", "--emotion", "angry"),
+                "wav2vec": ("--wav2vec2", request.getfixturevalue("tiny_wav2vec2"), "--branches", "lld,w2v"),
+            }[kind]
+            self[kind] = _train(tmp_path_factory, manifest, store, kind, *options)
+            return self[kind]
+
+    return Runs(focal=focal_run)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +117,7 @@ def test_crossentropy_run_predicts_in_a_new_process(runs, wavs):
     assert len(table) == 3 and table["p_sad"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_detection_run_predicts_and_evaluates_in_a_new_process(runs, wavs, emodb_store):
     run = runs["detection"]
     table = _predictions(msir("predict", *wavs, "--model", run, "--json"))
@@ -117,6 +127,7 @@ def test_detection_run_predicts_and_evaluates_in_a_new_process(runs, wavs, emodb
     assert set(metrics["emotions"]) == {"sad", "angry"}
 
 
+@pytest.mark.slow
 def test_wav2vec_run_and_its_export_predict_in_a_new_process(runs, wavs, tmp_path):
     run = runs["wav2vec"]
     from_run = _predictions(msir("predict", *wavs[:2], "--model", run, "--json"))

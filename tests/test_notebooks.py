@@ -9,7 +9,7 @@ NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 
 @pytest.mark.parametrize("name, says, figure", [
     ("emodb_model_fit.ipynb", "test UAR", "confusion.png"),
-    ("tuning.ipynb", "chosen learning rate", "val_uar_vs_lr.png"),
+    pytest.param("tuning.ipynb", "chosen learning rate", "val_uar_vs_lr.png", marks=pytest.mark.slow),
 ])
 def test_notebook_runs_top_to_bottom(name, says, figure, tmp_path, emodb_root, emodb_store, monkeypatch):
     monkeypatch.setenv("MSIR_EMODB", emodb_root)
