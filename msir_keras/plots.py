@@ -101,7 +101,7 @@ def plot_search(table, path, title=""):
                  label=f"best: lr {rates[best]:g}, val_uar {scores[best]:.3f}")
     axes.set_xscale("log")
     axes.set_xlabel("learning rate (log scale)")
-    axes.set_ylabel("val_uar (validation speakers)")
+    axes.set_ylabel("val_uar (validation part)")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.set_title(title, fontsize=10)
