@@ -3,7 +3,9 @@
 RTF = seconds of computation per second of audio (lower is faster). Each
 extractor is timed alone on every file (audio already read); then the whole
 `msir extract` (reading, hashing, all three branch features, writing the
-store) is timed cold (empty store) and cached (second run). wav2vec 2.0 is
+store) is timed cold (empty store) with every extractor in one process
+(`--workers 0`) and with openSMILE and log-Mels in worker processes beside
+the encoder (`--workers auto`), and cached (second run). wav2vec 2.0 is
 a randomly initialised base-sized model (the base checkpoint's shape and
 cost; the hub is not reachable here), saved and loaded as a real checkpoint.
 
@@ -64,14 +66,19 @@ def main():
     manifest = os.path.join(work, "corpus.csv")
     with open(manifest, "w") as handle:
         handle.write("path,label,speaker\n" + "".join(f"{p},x,s\n" for p in paths))
-    command = [sys.executable, "-m", "msir_keras.cli", "extract", "--corpus", "manifest", "--root", manifest,
-               "--store", os.path.join(work, "store"), "--wav2vec2", checkpoint, "--emotions", "all"]
-    for run in ("cold", "cached"):
+    # Cold with everything in one process, then with openSMILE and log-Mels in worker processes
+    # beside the encoder (each in an empty store), then cached.
+    for run, workers, store in (("cold_in_process", "0", "store-0"), ("cold", "auto", "store"),
+                                ("cached", "auto", "store")):
+        command = [sys.executable, "-m", "msir_keras.cli", "extract", "--corpus", "manifest", "--root", manifest,
+                   "--store", os.path.join(work, store), "--wav2vec2", checkpoint, "--emotions", "all",
+                   "--workers", workers]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         seconds = time.perf_counter() - started
-        results[f"msir_extract_{run}"] = {"seconds": round(seconds, 2), "rtf": round(seconds / audio_seconds, 4)}
-        print(f"msir extract ({run}): {seconds:.1f} s, RTF {seconds / audio_seconds:.4f}")
+        results[f"msir_extract_{run}"] = {"seconds": round(seconds, 2), "rtf": round(seconds / audio_seconds, 4),
+                                          "workers": workers}
+        print(f"msir extract ({run}, --workers {workers}): {seconds:.1f} s, RTF {seconds / audio_seconds:.4f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2)

@@ -189,9 +189,10 @@ def _config_flags(training=True):
         ("--seed", "seed", dict(type=_limited("seed", "--seed"))),
         ("--folds", "n_folds", dict(type=_limited("n_folds", "--folds"), help="leave-speakers-out folds")),
         ("--max-folds", "max_folds", dict(type=_limited("max_folds", "--max-folds"),
-                                          help="run only the first N folds of the split")),
+                                          help="run only the first N folds of the split",
+                                          default_text="all")),
         ("--store", "store", dict(help="feature cache folder")),
-        ("--wav2vec2-layer", "wav2vec2_layer", dict(type=int, help="hidden layer (default: the last)")),
+        ("--wav2vec2-layer", "wav2vec2_layer", dict(type=int, help="hidden layer", default_text="the last")),
         ("--strategy", "strategy", dict(choices=c.STRATEGIES, help="mirrored: every local GPU")),
         ("--precision", "precision", dict(choices=c.PRECISIONS, help="mixed_float16 on GPUs")),
         ("--jit-compile", "jit_compile", dict(action="store_const", const=True, help="XLA")),
@@ -203,9 +204,8 @@ def _config_flags(training=True):
             ("--task", "task", dict(choices=c.TASKS)),
             ("--model", "model", dict(choices=c.MODELS)),
             ("--loss", "loss", dict(choices=c.LOSSES)),
-            ("--zeta", "zeta", dict(type=_limited("zeta", "--zeta"),
-                                    help="focal weighting (default: the paper's per emotion for detection, "
-                                         "0.25 otherwise)")),
+            ("--zeta", "zeta", dict(type=_limited("zeta", "--zeta"), help="focal weighting",
+                                    default_text="the paper's per emotion for detection, 0.25 otherwise")),
             ("--theta", "theta", dict(type=_limited("theta", "--theta"), help="focal focusing factor")),
             ("--split", "split", dict(choices=c.SPLITS)),
             ("--validation", "validation", dict(type=_limited("validation", "--validation"),
@@ -213,7 +213,8 @@ def _config_flags(training=True):
             ("--validation-by", "validation_by", dict(choices=c.VALIDATION_BY)),
             ("--tuner", "tuner", dict(choices=c.TUNERS, help="keras-tuner search (with --tune/--space)")),
             ("--max-trials", "max_trials", dict(type=_limited("max_trials", "--max-trials"),
-                                                help="stop a search after this many trials")),
+                                                help="stop a search after this many trials",
+                                                default_text="the whole grid")),
         ]
     return flags
 
@@ -224,7 +225,7 @@ def _add_config_flags(parser, training=True):
     defaults = ExperimentConfig()
     for flag, field, options in _config_flags(training):
         options = dict(options)
-        default = getattr(defaults, field)
+        default = options.pop("default_text", getattr(defaults, field))
         options["help"] = (options.get("help", "") + f" (default: {default})").strip()
         parser.add_argument(flag, default=None, **options)
     parser.add_argument("--wav2vec2", default=None,
