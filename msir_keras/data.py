@@ -4,8 +4,8 @@ Features are loaded from the store into memory once (`FeatureSet`), and
 enter tf.data as ragged tensors. Batches are right-padded with zeros to
 their own longest utterance; the model derives each utterance's length (and
 so its masks) from that padding. Utterances of similar length share a batch
-(`bucket_by_sequence_length`), so batches carry little padding, while the
-order is shuffled every epoch.
+(windows of shuffled utterances sorted by length, in the graph), so batches
+carry little padding, while the order is shuffled every epoch.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ def _dense_element(features, *label):
     return (dense, *label)
 
 
-def _multiple_of(batch, replicas):
+def _multiple_of(batch, first, replicas):
     import tensorflow as tf
 
-    size = tf.shape(batch[-1])[0]
+    size = tf.shape(batch[0][first])[0]
     keep = size - size % replicas
     return tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
 
@@ -59,7 +59,7 @@ def _length_buckets(dataset, first, size, batch_size, bucket_batches, seed, repl
     dataset = dataset.shuffle(count, seed=seed + 1, reshuffle_each_iteration=True)
     if replicas > 1:
         # Replicas take equal shares: a batch is cut to a multiple of their number.
-        return dataset.map(lambda *batch: _multiple_of(batch, replicas)).filter(
+        return dataset.map(lambda *batch: _multiple_of(batch, first, replicas)).filter(
             lambda features, *_: tf.shape(features[first])[0] > 0)
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
