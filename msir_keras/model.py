@@ -7,9 +7,11 @@ import copy
 import keras
 from keras import layers
 
-# Imported for its registration: a saved model names its compiled FocalLoss,
-# which must be known in a fresh process that only loads the model.
+# Imported for their registration: a saved model names its compiled FocalLoss
+# and UnweightedAverageRecall, which must be known in a fresh process that only
+# loads the model.
 from msir_keras import losses as _losses  # noqa: F401
+from msir_keras import metrics as _metrics  # noqa: F401
 from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
 from msir_keras.config import BRANCHES
 from msir_keras.features.base import ConfigError
@@ -231,7 +233,7 @@ def load_model(path, compile=True):
     """Loads a `.keras` file saved from an MSIR model, in any process.
 
     Importing this module registers every class such a file names (the model,
-    its layers, `FocalLoss`), so `keras.saving.load_model` works too once
+    its layers, `FocalLoss`, `UnweightedAverageRecall`), so `keras.saving.load_model` works too once
     `msir_keras.model` is imported; this function also names the file when
     it cannot be read.
 
