@@ -136,13 +136,6 @@ class FeatureSet:
             statistics[name] = (mean.astype(np.float32), std.astype(np.float32))
         return statistics
 
-    def batch(self, rows, pad_to=None):
-        """The padded inputs of `rows`: {name: (B, T, ...)}."""
-        return {
-            name: pad_batch([arrays[i] for i in rows], None if pad_to is None else pad_to[name])
-            for name, arrays in self.features.items()
-        }
-
     def _longest(self):
         return {name: max(len(a) for a in arrays) for name, arrays in self.features.items()}
 

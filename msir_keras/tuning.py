@@ -190,12 +190,6 @@ def trial_table(tuner):
     return table.sort_values("val_uar", ascending=False, kind="stable").reset_index(drop=True) if rows else table
 
 
-def _precision(policy):
-    from msir_keras.engine import precision
-
-    return precision(policy)
-
-
 def tune(config, train, valid, class_names, target, space, folder, kind="grid", max_trials=None,
          strategy=None, overwrite=False, log=print):
     """Runs (or resumes) one search in `folder`; writes trials.csv and val_uar_vs_lr.png.
@@ -205,7 +199,7 @@ def tune(config, train, valid, class_names, target, space, folder, kind="grid", 
     """
     from msir_keras.plots import plot_search
 
-    from msir_keras.engine import make_strategy
+    from msir_keras.engine import make_strategy, precision
 
     hypermodel = MSIRHyperModel(config, train, valid, class_names, target, space)
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
@@ -220,7 +214,7 @@ def tune(config, train, valid, class_names, target, space, folder, kind="grid", 
 
         # keras-tuner gives each trial its own folder under this one.
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
-    with _precision(config.precision):
+    with precision(config.precision):
         tuner.search(callbacks=callbacks, verbose=0)
     table = trial_table(tuner)
     if table.empty:
