@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from msir_keras.layers import AttentionPooling, MaskFrames, MaskFromLengths, PooledLengths
+from msir_keras.layers import AttentionPooling, BiLSTM, MaskFrames, MaskFromLengths, PooledLengths
 
 
 def _inputs(name, feature_shape):
@@ -22,9 +22,7 @@ def _inputs(name, feature_shape):
 def _bilstm_attention(sequence, lengths, units, merge_mode):
     """A Bi-LSTM over the valid frames, then attention pooling (eq. 2)."""
     mask = MaskFromLengths(name="padding_mask")([lengths, sequence])
-    x = layers.Bidirectional(
-        layers.LSTM(units, return_sequences=True), merge_mode=merge_mode, name="bilstm"
-    )(sequence, mask=mask)
+    x = BiLSTM(units, merge_mode=merge_mode, name="bilstm")(sequence, mask=mask)
     return AttentionPooling(name="attention")(x, padding_mask=mask)
 
 

@@ -192,3 +192,59 @@ class AttentionPooling(keras.layers.Layer):
             **super().get_config(),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
+
+
+_MERGES = {
+    "concat": lambda forward, backward: ops.concatenate([forward, backward], axis=-1),
+    "sum": ops.add,
+}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BiLSTM(keras.layers.Layer):
+    """A bidirectional LSTM over right-padded sequences, returning every frame.
+
+    The same computation as `keras.layers.Bidirectional(LSTM(units,
+    return_sequences=True), merge_mode)`: the backward LSTM reads the valid
+    frames from last to first, its outputs are flipped back into time order,
+    and padded frames output zeros in both directions. Its config is only
+    `units` and `merge_mode`. Keras's wrapper re-serialises its inner layer
+    while a model loads, and inside the loader's object-sharing scope a
+    reused Python `id` can hand one branch another branch's backward LSTM
+    ("Forward layer and backward layer should have different go_backwards
+    value"), depending on what the process allocated before.
+
+    Args:
+        units: LSTM units per direction.
+        merge_mode: "concat" (B, T, 2 * units) or "sum" (B, T, units).
+    """
+
+    def __init__(self, units, merge_mode="concat", **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in _MERGES:
+            raise ValueError(f"merge_mode must be one of {sorted(_MERGES)}, got {merge_mode!r}")
+        self.units = units
+        self.merge_mode = merge_mode
+        self.supports_masking = True
+        options = dict(return_sequences=True, zero_output_for_mask=True, dtype=self.dtype_policy)
+        self.forward_layer = keras.layers.LSTM(units, name="forward_lstm", **options)
+        self.backward_layer = keras.layers.LSTM(units, go_backwards=True, name="backward_lstm", **options)
+
+    def build(self, input_shape):
+        self.forward_layer.build(input_shape)
+        self.backward_layer.build(input_shape)
+
+    def call(self, inputs, mask=None, training=None):
+        forward = self.forward_layer(inputs, mask=mask, training=training)
+        backward = self.backward_layer(inputs, mask=mask, training=training)
+        return _MERGES[self.merge_mode](forward, ops.flip(backward, axis=1))
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        width = 2 * self.units if self.merge_mode == "concat" else self.units
+        return (*input_shape[:-1], width)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "merge_mode": self.merge_mode}

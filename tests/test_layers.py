@@ -1,7 +1,8 @@
 import keras
 import numpy as np
+import pytest
 
-from msir_keras.layers import AttentionPooling, FrameLengths, MaskFrames, PooledLengths, Standardize
+from msir_keras.layers import AttentionPooling, BiLSTM, FrameLengths, MaskFrames, PooledLengths, Standardize, sequence_mask
 
 RNG = np.random.default_rng(2)
 
@@ -73,3 +74,22 @@ def test_layers_train_one_step():
     before = [w.copy() for w in model.get_weights()]
     model.fit(RNG.normal(size=(8, 6, 5)).astype("float32"), RNG.integers(0, 2, 8), verbose=0)
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+def test_bilstm_matches_keras_bidirectional(merge_mode):
+    x = RNG.normal(size=(3, 7, 4)).astype("float32")
+    lengths = np.array([7, 4, 1])
+    mask = np.asarray(sequence_mask(lengths, 7))
+    x[~mask] = 0.0
+    layer = BiLSTM(5, merge_mode=merge_mode)
+    output = run_layer_test(layer, x, {"mask": mask})
+    assert output.shape == (3, 7, 10 if merge_mode == "concat" else 5)
+    reference = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), merge_mode=merge_mode)
+    reference(x, mask=mask)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_allclose(output, np.asarray(reference(x, mask=mask)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(output[~mask], 0.0)
+    # The backward direction reads the valid frames only: padding does not change them.
+    shorter = np.asarray(layer(x[1:2, :4], mask=mask[1:2, :4]))
+    np.testing.assert_allclose(shorter[0], output[1, :4], rtol=1e-5, atol=1e-6)
