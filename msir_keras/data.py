@@ -167,8 +167,9 @@ class FeatureSet:
                 replicas, training batches hold a multiple of their number
                 (the rest of a bucket loses up to replicas - 1 utterances
                 that epoch; shuffling picks others each epoch), and an
-                evaluation set's last batch, when smaller than the replica
-                count, is merged into the one before it.
+                evaluation set smaller than one batch is cut into a
+                multiple of the replica count and its rest (Keras fails on
+                a first batch that does not split evenly).
         """
         import tensorflow as tf
 
@@ -195,11 +196,11 @@ class FeatureSet:
                 for name, arrays in self.features.items()
             }
             padded = (shapes, []) if with_labels else (shapes,)
-            rest = self.size % batch_size
-            if replicas > 1 and 0 < rest < replicas and self.size > batch_size:
-                head = self.size - batch_size - rest
+            head = self.size - self.size % replicas
+            if replicas > 1 and self.size < batch_size and 0 < head < self.size:
+                # Keras splits a step over the replicas as its first batch splits: that one must split evenly.
                 dataset = dataset.take(head).padded_batch(batch_size, padded_shapes=padded).concatenate(
-                    dataset.skip(head).padded_batch(batch_size + rest, padded_shapes=padded))
+                    dataset.skip(head).padded_batch(batch_size, padded_shapes=padded))
             else:
                 dataset = dataset.padded_batch(batch_size, padded_shapes=padded)
         return dataset.prefetch(tf.data.AUTOTUNE)

@@ -140,7 +140,16 @@ MIRRORED = textwrap.dedent("""
     part = data.subset(range(33))
     with mirrored_strategy.scope():
         tiny_loss = mirrored.fit(part.dataset(16, shuffle=True, replicas=2), epochs=1, verbose=0).history["loss"][0]
-    print(json.dumps({"replicas": mirrored_strategy.num_replicas_in_sync,
+    # Evaluation sets of any size, the val_uar of one device: 5 < one batch, 17 = 16 + 1, 21 = 16 + 5.
+    mirrored.set_weights(single.get_weights())
+    evaluations = []
+    for size in (5, 17, 21):
+        part = data.subset(range(size))
+        one = single.evaluate(part.dataset(16, shuffle=False), verbose=0, return_dict=True)
+        with mirrored_strategy.scope():
+            two = mirrored.evaluate(part.dataset(16, shuffle=False, replicas=2), verbose=0, return_dict=True)
+        evaluations.append([one["uar"], two["uar"], one["loss"], two["loss"]])
+    print(json.dumps({"replicas": mirrored_strategy.num_replicas_in_sync, "evaluations": evaluations,
                       "synchronized": bool(mirrored.get_layer("cr_branch").get_layer("bn1").synchronized),
                       "loss": [loss_single, loss_mirrored], "fit": [history, history_mirrored],
                       "tiny": tiny_loss}))
@@ -156,3 +165,5 @@ def test_mirrored_strategy_on_two_logical_devices_matches_one_device():
     assert result["loss"][1] == pytest.approx(result["loss"][0], rel=1e-4)
     assert result["fit"][1] == pytest.approx(result["fit"][0], rel=2e-3)
     assert np.isfinite(result["tiny"])
+    for uar_one, uar_two, loss_one, loss_two in result["evaluations"]:
+        assert uar_two == pytest.approx(uar_one, abs=1e-6) and loss_two == pytest.approx(loss_one, rel=1e-4)
