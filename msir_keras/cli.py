@@ -331,9 +331,12 @@ def cmd_train(args):
     config = _experiment_config(args)
     _announce_wav2vec2(config)
     if config.tune:
-        from msir_keras.tuning import load_space
+        from msir_keras.tuning import cluster_role, load_space
 
         load_space(config.tune)  # a bad space fails before any work
+        if cluster_role() is not None:
+            raise ValueError("keras-tuner's chief/worker mode (KERASTUNER_* variables) runs under `msir tune` "
+                             "on the chief and on every worker; `msir train --tune` searches in this process alone")
     return _run(config, args)
 
 
@@ -343,15 +346,19 @@ def cmd_tune(args):
         raise ValueError(f"msir tune searches MSIR's hyperparameters; --model {config.model} has none to search")
     _announce_wav2vec2(config)
     from msir_keras.experiment import run_search
-    from msir_keras.tuning import load_space
+    from msir_keras.tuning import cluster_role, load_space
 
     load_space(config.tune)
+    role = cluster_role()  # checks the KERASTUNER_* variables before any work
+    if args.overwrite and role == "worker":
+        raise ValueError("--overwrite on a keras-tuner worker: the search folder is the chief's; "
+                         "pass --overwrite on the chief only")
     if args.overwrite and os.path.isdir(args.out):
         import shutil
 
         shutil.rmtree(args.out)  # without --overwrite, a search resumes where it stopped
     run_search(config, args.out)
-    print(f"search folder: {args.out}")
+    print(f"search folder: {args.out}" if role != "worker" else f"worker done; the chief writes {args.out}")
     return 0
 
 

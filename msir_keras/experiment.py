@@ -121,19 +121,21 @@ def train_msir(config, data, fold, labels, class_names, target, verbose=0):
     return engine.train(config, data, fold, labels, class_names, target, verbose=verbose)
 
 
-def tune_fold(config, data, fold, labels, class_names, target, folder, log=print):
+def tune_fold(config, data, fold, labels, class_names, target, folder, log=print, search_index=0):
     """Searches `config.tune` on one fold's training speakers (scored on its validation part).
 
     Returns:
         (the config with the chosen learning rate and batch size, the chosen
-        MSIR options, every chosen value).
+        MSIR options, every chosen value); None on a keras-tuner worker.
     """
     from msir_keras import tuning
 
     labelled = data.with_labels(labels)
     chosen, _ = tuning.tune(config, labelled.subset(fold.train), labelled.subset(fold.validation), class_names,
                             target, tuning.load_space(config.tune), folder, config.tuner, config.max_trials,
-                            log=log)
+                            log=log, search_index=search_index)
+    if chosen is None:
+        return None
     log(f"    {target} {fold.name}: chosen on validation {chosen}")
     fold_config = dataclasses.replace(
         config, tune=None, learning_rate=chosen["learning_rate"],
@@ -149,27 +151,39 @@ def run_search(config, out, log=print):
     Writes `out/<target>/<fold>/` (keras-tuner's state, trials.csv,
     val_uar_vs_lr.png, best.json) and `out/search.csv`: per fold the chosen
     values, their val_uar, trials and minutes. Started again, every search
-    resumes where it stopped.
+    resumes where it stopped. Under keras-tuner's chief/worker mode the
+    chief and every worker run this with the same config and `out` (a
+    shared folder); the k-th search (targets, then folds) is served on
+    KERASTUNER_ORACLE_PORT + k, and only the chief writes results.
 
     Returns:
-        The search.csv table.
+        The search.csv table (None on a worker).
     """
+    from msir_keras.tuning import cluster_role
+
+    role = cluster_role()
     table, data, folds, _ = prepare(config, log)
     os.makedirs(out, exist_ok=True)
-    config.save(os.path.join(out, "config.json"))
+    if role != "worker":
+        config.save(os.path.join(out, "config.json"))
     targets = ["classification"] if config.task == "classification" else list(config.targets)
     rows = []
-    for target in targets:
+    searches = [(target, fold) for target in targets for fold in folds]
+    for index, (target, fold) in enumerate(searches):
         labels, class_names = target_labels(config, table, target)
-        for fold in folds:
-            folder = os.path.join(out, target, fold.name)
-            started = time.perf_counter()
-            _, _, chosen = tune_fold(config, data, fold, labels, class_names, target, folder, log)
-            trials = pd.read_csv(os.path.join(folder, "trials.csv"))
-            rows.append({"target": target, "fold": fold.name, **chosen,
-                         "val_uar": float(trials["val_uar"].max()), "trials": len(trials),
-                         "trial_minutes": round(float(trials["seconds"].sum()) / 60, 2),
-                         "wall_minutes": round((time.perf_counter() - started) / 60, 2)})
+        folder = os.path.join(out, target, fold.name)
+        started = time.perf_counter()
+        result = tune_fold(config, data, fold, labels, class_names, target, folder, log, search_index=index)
+        if result is None:
+            continue  # a worker: the chief writes this search's results
+        chosen = result[2]
+        trials = pd.read_csv(os.path.join(folder, "trials.csv"))
+        rows.append({"target": target, "fold": fold.name, **chosen,
+                     "val_uar": float(trials["val_uar"].max()), "trials": len(trials),
+                     "trial_minutes": round(float(trials["seconds"].sum()) / 60, 2),
+                     "wall_minutes": round((time.perf_counter() - started) / 60, 2)})
+    if role == "worker":
+        return None
     summary = pd.DataFrame(rows)
     summary.to_csv(os.path.join(out, "search.csv"), index=False)
     log(summary.to_string(index=False))

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -94,6 +95,7 @@ class MSIRHyperModel(_hypermodel_base()):
         self.space = dict(space or SPACES["paper-lr"])
         self.seed = config.seed if seed is None else seed
         self.normalization = train.fit_normalization()
+        self.trials_run = 0
 
     def build(self, hp):
         from msir_keras import engine
@@ -115,6 +117,7 @@ class MSIRHyperModel(_hypermodel_base()):
         started = time.perf_counter()
         history = engine.fit(model, self.train, self.valid, self.config, seed=self.seed,
                              callbacks=list(callbacks), verbose=verbose, batch_size=batch)
+        self.trials_run += 1
         best = int(history["val_uar"].idxmax())
         return {
             "val_uar": float(history["val_uar"].iloc[best]),
@@ -131,7 +134,8 @@ def _grid_oracle(objective, max_trials, seed):
     only; reloaded from disk after a kill it stops at once. This one derives
     the next combination from the trials on disk (`tried_so_far`), so a
     search killed after trial 4 goes on with trial 5. Failed trials are not
-    tried again.
+    tried again. Under keras-tuner's chief/worker mode no two workers get
+    the same combination.
     """
     import keras_tuner
     from keras_tuner.engine.trial import TrialStatus
@@ -151,12 +155,61 @@ def _grid_oracle(objective, max_trials, seed):
                 values = {hp.name: value for hp, value in zip(space, combination)}
                 if not self._tried(values) and values not in running:
                     return {"status": TrialStatus.RUNNING, "values": values}
-            return {"status": TrialStatus.IDLE if running else TrialStatus.STOPPED, "values": None}
+            # Nothing left to hand out: this tuner stops, while others finish what they run (the
+            # chief waits for them). IDLE would have it ask again at once, a busy loop over gRPC.
+            return {"status": TrialStatus.STOPPED, "values": None}
 
         def _tried(self, values):
             return self._compute_values_hash(values) in self._tried_so_far
 
     return ResumableGridOracle(objective=objective, max_trials=max_trials, seed=seed)
+
+
+CLUSTER_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def cluster_role(environ=None):
+    """This process's part in keras-tuner's chief/worker mode: None (alone), "chief" or "worker".
+
+    keras-tuner reads three variables: `KERASTUNER_ORACLE_IP` and
+    `KERASTUNER_ORACLE_PORT` name the chief, `KERASTUNER_TUNER_ID` this
+    process ("chief" on the chief; "tuner0", "tuner1"... on the workers).
+    They are checked here, before any work.
+    """
+    environ = os.environ if environ is None else environ
+    given = [name for name in CLUSTER_VARIABLES if environ.get(name)]
+    if not given:
+        return None
+    if len(given) < len(CLUSTER_VARIABLES):
+        missing = [name for name in CLUSTER_VARIABLES if name not in given]
+        raise ConfigError(f"keras-tuner's chief/worker mode needs {', '.join(CLUSTER_VARIABLES)}; "
+                          f"{', '.join(missing)} not set (KERASTUNER_TUNER_ID: chief on the chief, "
+                          "tuner0, tuner1, ... on the workers)")
+    port = environ["KERASTUNER_ORACLE_PORT"]
+    if not port.isdigit():
+        raise ConfigError(f"KERASTUNER_ORACLE_PORT must be a port number, got {port!r}")
+    return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+@contextlib.contextmanager
+def _search_port(search_index):
+    """Search `i` of a run is served on KERASTUNER_ORACLE_PORT + i.
+
+    A worker that finishes one fold's search goes on to the next fold's
+    while the chief may still wait for another worker's last trial; on one
+    port it would ask the finished oracle for a trial and be told to stop.
+    keras-tuner reads the port from the environment when the tuner is made
+    and when the chief serves, so it is set for this block and restored.
+    """
+    if cluster_role() is None or not search_index:
+        yield
+        return
+    base = os.environ["KERASTUNER_ORACLE_PORT"]
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(int(base) + search_index)
+    try:
+        yield
+    finally:
+        os.environ["KERASTUNER_ORACLE_PORT"] = base
 
 
 def make_tuner(hypermodel, kind="grid", max_trials=None, directory="tuning", project_name="search",
@@ -191,31 +244,48 @@ def trial_table(tuner):
 
 
 def tune(config, train, valid, class_names, target, space, folder, kind="grid", max_trials=None,
-         strategy=None, overwrite=False, log=print):
+         strategy=None, overwrite=False, log=print, search_index=0):
     """Runs (or resumes) one search in `folder`; writes trials.csv and val_uar_vs_lr.png.
 
+    In keras-tuner's chief/worker mode (`cluster_role`) the chief serves
+    the search's oracle on KERASTUNER_ORACLE_PORT + `search_index` and
+    writes the results when every worker is done; a worker runs the trials
+    the chief hands it and writes nothing but its trials' checkpoints.
+
     Returns:
-        (best hyperparameter values dict, the tuner).
+        (best hyperparameter values dict, the tuner); on a worker (None, the tuner).
     """
     from msir_keras.plots import plot_search
 
     from msir_keras.engine import make_strategy, precision
 
+    role = cluster_role()
+    if role == "worker" and overwrite:
+        raise ConfigError("a keras-tuner worker cannot --overwrite: the search folder is the chief's")
     hypermodel = MSIRHyperModel(config, train, valid, class_names, target, space)
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
-    tuner = make_tuner(hypermodel, kind, max_trials, directory=folder, project_name="keras-tuner",
-                       strategy=strategy, overwrite=overwrite, seed=config.seed)
-    done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
-    if done:
-        log(f"    resuming the search in {folder}: {done} trial(s) finished before")
     callbacks = []
     if config.tensorboard:
         import keras
 
         # keras-tuner gives each trial its own folder under this one.
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
-    with precision(config.precision):
-        tuner.search(callbacks=callbacks, verbose=0)
+    with _search_port(search_index):
+        tuner = make_tuner(hypermodel, kind, max_trials, directory=folder, project_name="keras-tuner",
+                           strategy=strategy, overwrite=overwrite, seed=config.seed)
+        if role != "worker":
+            done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+            if done:
+                log(f"    resuming the search in {folder}: {done} trial(s) finished before")
+        if role is not None:
+            log(f"    {os.environ['KERASTUNER_TUNER_ID']}: {'serving' if role == 'chief' else 'joining'} the search "
+                f"of {target} on {os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+        with precision(config.precision):
+            tuner.search(callbacks=callbacks, verbose=0)
+    if role == "worker":
+        log(f"    {os.environ['KERASTUNER_TUNER_ID']}: ran {hypermodel.trials_run} trial(s) of this search; "
+            "the chief writes its results")
+        return None, tuner
     table = trial_table(tuner)
     if table.empty:
         failed = [t for t in tuner.oracle.trials.values() if t.status == "FAILED"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -167,3 +168,86 @@ def test_mirrored_strategy_on_two_logical_devices_matches_one_device():
     assert np.isfinite(result["tiny"])
     for uar_one, uar_two, loss_one, loss_two in result["evaluations"]:
         assert uar_two == pytest.approx(uar_one, abs=1e-6) and loss_two == pytest.approx(loss_one, rel=1e-4)
+
+
+def _free_ports(count):
+    """A base port with `count` free ports from it (a chief serves search k on base + k)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        try:
+            for offset in range(1, count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+    pytest.skip("no free localhost ports")
+
+
+def _run_together(commands, timeout=900):
+    """Starts every (args, env) at once; returns their outputs, or fails with the first that failed."""
+    import time
+
+    processes = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for args, env in commands]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in processes):
+            failed = [p for p in processes if p.returncode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    outputs = [process.communicate()[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return outputs
+
+
+@pytest.mark.slow
+def test_a_chief_and_two_workers_run_every_trial_of_the_grid_once(manifest, emodb_store, tmp_path):
+    rates = [1e-3, 5e-4, 1e-4, 5e-3]
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"learning_rate": {"choice": rates}}))
+    out = tmp_path / "search"
+    args = [sys.executable, "-m", "msir_keras.cli", "tune", "--corpus", "manifest", "--root", manifest,
+            "--wav2vec2", "off", "--branches", "lld", "--folds", "2", "--epochs", "1", "--batch-size", "16",
+            "--store", emodb_store.root, "--space", str(space), "--out", str(out)]
+    # Two folds, two searches: the chief serves them on port and port + 1.
+    cluster = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=str(_free_ports(2)))
+    outputs = _run_together([(args, dict(cluster, KERASTUNER_TUNER_ID=name))
+                             for name in ("chief", "tuner0", "tuner1")])
+    summary = pd.read_csv(out / "search.csv")
+    assert len(summary) == 2
+    for fold in summary["fold"]:
+        trials = pd.read_csv(out / "classification" / fold / "trials.csv")
+        assert sorted(trials["learning_rate"]) == sorted(rates)
+        trial_folders = [name for name in os.listdir(out / "classification" / fold / "keras-tuner")
+                         if name.startswith("trial_")]
+        assert len(trial_folders) == len(rates)
+    # The workers ran every trial, each once; the chief ran none.
+    ran = [int(count) for output in outputs[1:] for count in re.findall(r"ran (\d+) trial\(s\) of this", output)]
+    assert len(ran) == 4 and sum(ran) == 2 * len(rates)
+    assert "serving the search" in outputs[0] and "ran " not in outputs[0]
+
+
+def test_the_cluster_role_comes_from_keras_tuners_variables():
+    from msir_keras.features.base import ConfigError
+    from msir_keras.tuning import cluster_role
+
+    named = {"KERASTUNER_ORACLE_IP": "10.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}
+    assert cluster_role({}) is None
+    assert cluster_role(dict(named, KERASTUNER_TUNER_ID="chief")) == "chief"
+    assert cluster_role(dict(named, KERASTUNER_TUNER_ID="tuner1")) == "worker"
+    with pytest.raises(ConfigError, match="KERASTUNER_TUNER_ID not set"):
+        cluster_role(named)
+    with pytest.raises(ConfigError, match="port number, got 'http'"):
+        cluster_role(dict(named, KERASTUNER_TUNER_ID="tuner0", KERASTUNER_ORACLE_PORT="http"))
