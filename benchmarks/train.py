@@ -1,23 +1,23 @@
 """Training throughput and peak memory of MSIR presets, by input pipeline.
 
 For the `small` and `paper` presets, on EmoDB's 339 four-class utterances,
-three pipelines side by side: the tf.data pipeline (`FeatureSet.dataset`:
+three pipelines side by side, each timed over whole epochs (every batch
+once, so long and short batches count alike): the tf.data pipeline (`FeatureSet.dataset`:
 ragged tensors, in-graph length buckets, prefetch), the Python generator it
 replaced (length buckets made in Python, `from_generator`), and tf.data
 padded to the longest utterance of the set. For each: utterances per second
 over timed training steps (after one warm-up step), the padded share of the
-frames, and the peak resident memory of the process. Each configuration
+frames, and the peak resident memory of the process. The paper preset
+trains on a fixed random subset of the utterances (a CPU takes seconds per
+step). Each configuration
 runs in its own process, so peaks do not mix. (`msir predict` latency:
 benchmarks/predict.py.)
 log-Mels and LLDs are EmoDB's real features; wav2vec 2.0 inputs are random
 arrays of the real shape (T/2 frames of 768): the branch's cost depends on
 shapes only, and no pretrained checkpoint is reachable here.
 
-Then the latency of `msir predict` on a 4.5 s file: cold (a fresh process,
-imports and model loading included) and warm (Detector.predict in-process),
-for a small model with all three branches and a base-sized wav2vec 2.0.
-
-Usage: python benchmarks/train.py [--steps 8] [--paper-steps 2] [--paper-batch-size 16] [--presets small,paper]
+Usage: python benchmarks/train.py [--epochs 2] [--batch-size 64] [--paper-batch-size 16]
+                                  [--paper-utterances 96] [--presets small,paper]
 Writes benchmarks/results/train.json.
 """
 
@@ -89,7 +89,13 @@ def _padded_fraction(dataset, steps):
     return 1 - real / padded
 
 
-def measure(preset, pipeline, steps, batch_size, store):
+def _batches_per_epoch(data, pipeline, batch_size):
+    if pipeline == "generator":
+        return sum(1 for _ in generator_dataset(data, batch_size))
+    return int(data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").cardinality())
+
+
+def measure(preset, pipeline, epochs, batch_size, utterances, store):
     """One configuration, in this process: prints a JSON line."""
     import keras
 
@@ -97,6 +103,8 @@ def measure(preset, pipeline, steps, batch_size, store):
     from msir_keras.experiment import ExperimentConfig
 
     data = _features(store)
+    if utterances and utterances < data.size:
+        data = data.subset(np.sort(np.random.default_rng(0).permutation(data.size)[:utterances]))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     config = ExperimentConfig(preset=preset, wav2vec2="unused", batch_size=batch_size)
     keras.utils.set_random_seed(0)
@@ -107,27 +115,29 @@ def measure(preset, pipeline, steps, batch_size, store):
         dataset = generator_dataset(data, batch_size).repeat()
     else:
         dataset = data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").repeat()
-    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+    steps = epochs * _batches_per_epoch(data, pipeline, batch_size)
+    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)  # tracing
     started = time.perf_counter()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "preset": preset, "pipeline": pipeline, "batch_size": batch_size, "steps": steps,
-        "utterances_per_second": round(steps * batch_size / seconds, 2),
-        "seconds_per_step": round(seconds / steps, 3),
-        "padded_fraction": round(_padded_fraction(dataset, 40), 3),
+        "preset": preset, "pipeline": pipeline, "batch_size": batch_size, "utterances": data.size,
+        "epochs": epochs, "steps": steps,
+        "utterances_per_second": round(epochs * data.size / seconds, 2),
+        "seconds_per_epoch": round(seconds / epochs, 2),
+        "padded_fraction": round(_padded_fraction(dataset, steps), 3),
         "peak_rss_mb": round(peak), "peak_rss_above_data_mb": round(peak - baseline),
     }))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--paper-steps", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--paper-batch-size", type=int, default=16,
                         help="the paper preset's batch on a CPU (64 takes minutes per step)")
+    parser.add_argument("--paper-utterances", type=int, default=96)
     parser.add_argument("--store", default=os.path.join(tempfile.gettempdir(), "msir-bench-store"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train.json"))
     parser.add_argument("--presets", default="small,paper")
@@ -135,23 +145,23 @@ def main():
     args = parser.parse_args()
     if args.one:
         preset, pipeline = args.one
-        steps = args.steps if preset == "small" else args.paper_steps
-        batch = args.batch_size if preset == "small" else args.paper_batch_size
-        return measure(preset, pipeline, steps, batch, args.store)
+        small = preset == "small"
+        return measure(preset, pipeline, args.epochs, args.batch_size if small else args.paper_batch_size,
+                       None if small else args.paper_utterances, args.store)
 
     results = {"machine": f"{os.cpu_count()} cores", "training": []}
     for preset in args.presets.split(","):
         for pipeline in ("tf.data", "generator", "padded-to-longest"):
             output = subprocess.run(
-                [sys.executable, __file__, "--one", preset, pipeline, "--steps", str(args.steps),
-                 "--paper-steps", str(args.paper_steps), "--batch-size", str(args.batch_size),
-                 "--paper-batch-size", str(args.paper_batch_size), "--store", args.store],
+                [sys.executable, __file__, "--one", preset, pipeline, "--epochs", str(args.epochs),
+                 "--batch-size", str(args.batch_size), "--paper-batch-size", str(args.paper_batch_size),
+                 "--paper-utterances", str(args.paper_utterances), "--store", args.store],
                 check=True, capture_output=True, text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             results["training"].append(row)
-            print(f"{preset:>5} {pipeline:>17} (batch {row['batch_size']}): "
-                  f"{row['utterances_per_second']:8.2f} utt/s, {row['seconds_per_step']:.2f} s/step, "
+            print(f"{preset:>5} {pipeline:>17} ({row['utterances']} utt., batch {row['batch_size']}): "
+                  f"{row['utterances_per_second']:8.2f} utt/s, {row['seconds_per_epoch']:.1f} s/epoch, "
                   f"padding {row['padded_fraction']:.0%}, peak RSS {row['peak_rss_mb']} MB "
                   f"({row['peak_rss_above_data_mb']} MB above the loaded data)", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
