@@ -179,6 +179,8 @@ def _config_flags(training=True):
     from msir_keras import config as c
 
     flags = [
+        ("--emotions", "emotions", dict(choices=c.EMOTIONS,
+                                        help="the classes: angry, happy, neutral, sad; or every label of the corpus")),
         ("--preset", "preset", dict(choices=c.PRESETS)),
         ("--epochs", "epochs", dict(type=_limited("epochs", "--epochs"))),
         ("--patience", "patience", dict(type=_limited("patience", "--patience"),

@@ -17,6 +17,7 @@ from msir_keras.limits import check_limit
 PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
 MODELS = ("msir", "svm-compare", "svm-egemaps")
 TASKS = ("classification", "detection")
+EMOTIONS = ("four", "all")  # the classes: angry, happy, neutral, sad; or every label of the corpus
 SPLITS = ("speakers", "session", "loso")
 PRESETS = ("small", "paper")
 BRANCHES = ("cr", "lld", "w2v")
@@ -36,6 +37,9 @@ class ExperimentConfig:
         task: "classification" (one 4-way model) or "detection" (one
             positive-vs-rest detector per emotion in `targets`).
         targets: tuple of str. The emotions to detect (detection only).
+        emotions: "four" (angry, happy, neutral, sad, the paper's classes)
+            or "all" (every label the corpus has, e.g. EmoDB's seven;
+            classification only, in alphabetical order).
         model: "msir", "svm-compare" or "svm-egemaps".
         preset: "small" or "paper" (MSIR sizes).
         branches: tuple of "cr", "lld", "w2v".
@@ -75,6 +79,7 @@ class ExperimentConfig:
     root: str = ""
     task: str = "classification"
     targets: tuple = FOUR_CLASSES
+    emotions: str = "four"
     model: str = "msir"
     preset: str = "small"
     branches: tuple = BRANCHES
@@ -112,6 +117,7 @@ class ExperimentConfig:
             self.branches = tuple(b for b in self.branches if b != "w2v")
         for name, value, allowed in (
             ("task", self.task, TASKS),
+            ("emotions", self.emotions, EMOTIONS),
             ("model", self.model, MODELS),
             ("loss", self.loss, LOSSES),
             ("split", self.split, SPLITS),

@@ -62,10 +62,13 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
         config = dataclasses.replace(config, store=store)
     models = model_folders(run)
     targets = sorted({t for t, _ in models})
-    table, data, folds, _ = prepare(config, log, folds=not cross)
+    classes = None
+    if config.task == "classification":  # the classes the models were trained on, by name
+        classes = load_model(os.path.join(next(iter(models.values())), "model.keras"), compile=False).class_names
+    table, data, folds, _ = prepare(config, log, folds=not cross, classes=classes)
     results = {}
     for target in targets:
-        labels, class_names = target_labels(config, table, target)
+        labels, class_names = target_labels(config, table, target, classes)
         reports = {}
         for fold in folds:
             if (target, fold.name) not in models:

@@ -52,7 +52,7 @@ def report_skipped(corpus, log=print, shown=10):
         log(f"  ... {len(others) - shown} more (`msir inspect --json` lists all)")
 
 
-def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
+def prepare(config, log=print, folds=True, classes=None):
     """Loads the corpus, extracts (or reads cached) features, makes the folds.
 
     Files whose extraction fails are left out of the experiment and listed;
@@ -63,7 +63,9 @@ def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
         log: callable(str).
         folds: bool, defaults to True. False (cross-corpus testing) makes no
             folds and returns an empty list for them.
-        classes: the labels kept; rows with others are left out and reported.
+        classes: the labels kept; rows with others are left out and
+            reported. Defaults to the config's (`emotions`): the four
+            classes, or every label of the corpus.
 
     Returns:
         (utterance table, FeatureSet, list of Fold, extraction summary).
@@ -71,7 +73,10 @@ def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
     from msir_keras.data import FeatureSet
 
     corpus = load_corpus(config.corpus, config.root, emotions="all")
-    corpus = corpus.select_labels(list(classes))
+    if classes is None and config.emotions == "four":
+        classes = FOUR_CLASSES
+    if classes is not None:
+        corpus = corpus.select_labels(list(classes))
     for warning in corpus.warnings:
         log(f"WARNING: {warning}")
     report_skipped(corpus, log)
@@ -103,10 +108,16 @@ def prepare(config, log=print, folds=True, classes=FOUR_CLASSES):
     return table, data, made[: config.max_folds], summary
 
 
-def target_labels(config, table, target):
-    """(labels, class names) of one target: the 4 classes, or an emotion vs the rest."""
+def target_labels(config, table, target, classes=None):
+    """(labels, class names) of one target: the classes, or an emotion vs the rest.
+
+    The classes are `classes` (a trained model's), else the config's
+    (`emotions`): the four, or every label of the table in alphabetical order.
+    """
     if config.task == "classification":
-        return class_labels(table, FOUR_CLASSES), list(FOUR_CLASSES)
+        if classes is None:
+            classes = FOUR_CLASSES if config.emotions == "four" else sorted(set(table["label"]))
+        return class_labels(table, list(classes)), list(classes)
     return detection_labels(table, target), [f"not-{target}", target]
 
 

@@ -167,3 +167,34 @@ def test_predict_refuses_a_wav2vec2_checkpoint_other_than_the_trained_one(three_
     wav = os.path.join(emodb_root, "wav", "03a01Wa.wav")
     assert main(["predict", wav, "--model", str(out), "--wav2vec2", other]) == 2
     assert "trained with" in capsys.readouterr().err
+
+
+def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_path, capsys):
+    from msir_keras.corpora import load_emodb
+
+    table = load_emodb(emodb_root, emotions="all").utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(3)
+    manifest = tmp_path / "seven.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(manifest, index=False)
+    seven = sorted(set(table["label"]))
+    assert len(seven) == 7
+    out = tmp_path / "run"
+    assert main(["train", "--corpus", "manifest", "--root", str(manifest), "--emotions", "all", "--wav2vec2", "off",
+                 "--branches", "lld", "--folds", "2", "--max-folds", "1", "--epochs", "2", "--batch-size", "16",
+                 "--store", emodb_store.root, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    name = next(iter(metrics["folds"]))
+    fold = json.loads((out / "classification" / name / "metrics.json").read_text())
+    assert fold["class_names"] == seven and np.array(fold["confusion"]).shape == (7, 7)
+    tested = pd.read_csv(out / "classification" / name / "predictions.csv")
+    assert np.array(fold["confusion"]).sum() == len(tested) == table["speaker"].isin(name[5:].split("-")).sum()
+    assert "fear TPR/TNR" in (out / "results.md").read_text()
+    capsys.readouterr()
+    wav = os.path.join(emodb_root, "wav", "03a02Wc.wav")
+    assert main(["predict", wav, "--model", str(out), "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)[0]
+    assert {f"p_{e}" for e in seven} <= set(predicted) and predicted["predicted"] in seven
+    # A retest maps the labels by the model's own classes.
+    assert main(["evaluate", str(out), "--store", emodb_store.root]) == 0
+    again = json.loads((out / "evaluation-retest" / "metrics.json").read_text())
+    assert again["mean"]["uar"] == pytest.approx(metrics["mean"]["uar"])
