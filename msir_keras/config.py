@@ -135,8 +135,9 @@ class ExperimentConfig:
         zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
         for value in zetas:
             check_limit("zeta", value)
-        if "dropout" in self.model_options:
-            check_limit("dropout", self.model_options["dropout"])
+        for name in ("dropout", "time_masks", "time_mask_width", "feature_masks", "feature_mask_width"):
+            if name in self.model_options:
+                check_limit(name, self.model_options[name])
         for name in ("max_folds", "max_trials"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_limit(name, getattr(self, name)))

@@ -12,6 +12,7 @@ from keras import layers
 # loads the model.
 from msir_keras import losses as _losses  # noqa: F401
 from msir_keras import metrics as _metrics  # noqa: F401
+from msir_keras.augment import FeatureMasks
 from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
 from msir_keras.config import BRANCHES
 from msir_keras.features.base import ConfigError
@@ -74,6 +75,13 @@ class MSIR(keras.Model):
         weight_decay: float, defaults to 1e-3. L2 on the convolution kernels.
         synchronized_batch_norm: bool, defaults to False. Batch statistics
             over all replicas of a distribution strategy (CR branch).
+        time_masks, feature_masks: int, default to 0 (off). SpecAugment-style
+            masks on every branch's standardised features, in training only
+            (`msir_keras.augment.FeatureMasks`): this many spans of frames
+            and of feature dimensions are zeroed per utterance.
+        time_mask_width, feature_mask_width: float, default to 0.05 and
+            0.1. A span's largest width, as a share of the utterance's
+            frames or of the feature dimensions.
         class_names: list of str or None. Names of the outputs, in order.
         feature_config: dict or None. The extractor configs the model was
             trained on, by input name: a `Detector` extracts with them, and
@@ -105,6 +113,10 @@ class MSIR(keras.Model):
         batch_norm_momentum=0.99,
         weight_decay=1e-3,
         synchronized_batch_norm=False,
+        time_masks=0,
+        time_mask_width=0.05,
+        feature_masks=0,
+        feature_mask_width=0.1,
         class_names=None,
         feature_config=None,
         **kwargs,
@@ -140,6 +152,9 @@ class MSIR(keras.Model):
             lengths = FrameLengths(name=f"{name}_lengths")(features)
             x = standardizers[name](features)
             x = MaskFrames(0.0, name=f"{name}_mask")(x, lengths)
+            if time_masks or feature_masks:
+                x = FeatureMasks(time_masks, time_mask_width, feature_masks, feature_mask_width,
+                                 name=f"{name}_feature_masks")(x, lengths)
             inputs[name] = features
             pooled.append(branch_models[branch]([x, lengths]))
         x = layers.Concatenate(name="fusion")(pooled) if len(pooled) > 1 else pooled[0]
@@ -168,6 +183,10 @@ class MSIR(keras.Model):
         self.batch_norm_momentum = batch_norm_momentum
         self.weight_decay = weight_decay
         self.synchronized_batch_norm = synchronized_batch_norm
+        self.time_masks = time_masks
+        self.time_mask_width = time_mask_width
+        self.feature_masks = feature_masks
+        self.feature_mask_width = feature_mask_width
         self.class_names = list(class_names) if class_names else None
         self.feature_config = copy.deepcopy(feature_config) if feature_config else None
 
@@ -213,6 +232,10 @@ class MSIR(keras.Model):
             "batch_norm_momentum": self.batch_norm_momentum,
             "weight_decay": self.weight_decay,
             "synchronized_batch_norm": self.synchronized_batch_norm,
+            "time_masks": self.time_masks,
+            "time_mask_width": self.time_mask_width,
+            "feature_masks": self.feature_masks,
+            "feature_mask_width": self.feature_mask_width,
             "class_names": self.class_names,
             "feature_config": self.feature_config,
         }
