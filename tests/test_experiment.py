@@ -169,6 +169,7 @@ def test_predict_refuses_a_wav2vec2_checkpoint_other_than_the_trained_one(three_
     assert "trained with" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_path, capsys):
     from msir_keras.corpora import load_emodb
 
