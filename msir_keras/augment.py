@@ -1,4 +1,13 @@
-"""Training-only augmentation in the graph: SpecAugment-style masks on every branch's features.
+"""Training-only augmentation: speed-perturbed copies of training audio, and feature masks.
+
+Speed perturbation (`speed_perturb`, `SpeedPerturbed`) is the Kaldi and
+SpeechBrain recipe: a training utterance is also played at, say, 0.9 and
+1.1 times its speed (tempo and pitch together, by resampling), and the
+copies are extracted like any file. `SpeedPerturbed` wraps an extractor, so
+each copy is its own feature-store entry, keyed by the extractor's identity
+and the factor: computed once, reused by every fold and run. The runner
+asks for copies of a fold's training utterances only; validation and test
+utterances are never perturbed.
 
 `FeatureMasks` zeroes random spans of frames (time masks) and of feature
 dimensions (Mel bands, LLDs, wav2vec 2.0 dimensions) of standardised
@@ -23,10 +32,74 @@ True
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import keras
+import numpy as np
 from keras import ops
 
+from msir_keras.features.base import Extractor
 from msir_keras.layers import PACKAGE, sequence_mask
+
+SPEED_RANGE = (0.5, 2.0)
+
+
+def speed_perturb(signal, factor):
+    """`signal` played `factor` times as fast, at the same sample rate.
+
+    Tempo and pitch both scale by `factor` and the length by 1 / `factor`
+    (0.9: 11 % longer and lower), by polyphase resampling with an
+    anti-aliasing filter (the factor as a fraction of denominator <= 100).
+
+    Args:
+        signal: (N,) float32 array. factor: float in (0.5, 2).
+
+    Returns:
+        (round(N / factor),) float32 array.
+    """
+    from scipy.signal import resample_poly
+
+    low, high = SPEED_RANGE
+    if not low < factor < high:
+        raise ValueError(f"a speed factor must be in ({low}, {high}), got {factor}")
+    ratio = Fraction(factor).limit_denominator(100)
+    if ratio == 1:
+        return np.asarray(signal, dtype=np.float32)
+    return resample_poly(signal, ratio.denominator, ratio.numerator).astype(np.float32)
+
+
+class SpeedPerturbed(Extractor):
+    """`base`'s features of the signal played `factor` times as fast (see `speed_perturb`).
+
+    Its identity is the base's plus the factor, so its store entries are
+    apart from the unperturbed ones and from other factors'.
+
+    Example:
+    >>> from msir_keras.features import LogMel
+    >>> SpeedPerturbed(LogMel(), 0.9).key().startswith("logmel-speed0.9-")
+    True
+    """
+
+    parallel = False  # rebuilt from its name in a worker process otherwise; runs here
+
+    def __init__(self, base, factor):
+        speed_perturb(np.zeros(16, np.float32), factor)  # checks the factor
+        self.base = base
+        self.factor = float(factor)
+        self.config = base.config
+        self.name = f"{base.name}-speed{self.factor:g}"
+
+    def identity(self):
+        return {**self.base.identity(), "speed": self.factor}
+
+    def __call__(self, signal):
+        return self.base(speed_perturb(signal, self.factor))
+
+    def extract_many(self, signals):
+        return self.base.extract_many([speed_perturb(s, self.factor) for s in signals])
+
+    def __repr__(self):
+        return f"SpeedPerturbed({self.base!r}, {self.factor:g})"
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -73,6 +73,10 @@ class ExperimentConfig:
         precision: "float32" or "mixed_float16" (GPU; the softmax stays float32).
         jit_compile: bool. XLA-compile the training step.
         tensorboard: bool. TensorBoard logs per fold (and per trial) in the run folder.
+        speeds: tuple of float, defaults to () (off). Speed perturbation
+            (MSIR): each training utterance is also played at these speeds
+            (e.g. 0.9, 1.1), extracted once into the store and added to the
+            fold's training part; validation and test utterances never are.
     """
 
     corpus: str = "emodb"
@@ -109,10 +113,15 @@ class ExperimentConfig:
     precision: str = "float32"
     jit_compile: bool = False
     tensorboard: bool = False
+    speeds: tuple = ()
 
     def __post_init__(self):
         self.targets = tuple(self.targets)
         self.branches = tuple(self.branches)
+        self.speeds = tuple(float(f) for f in self.speeds)
+        for factor in self.speeds:
+            if not 0.5 < factor < 2.0 or factor == 1.0:
+                raise ConfigError(f"speeds: each factor must be in (0.5, 2) and not 1, got {factor}")
         if self.wav2vec2 is None:
             self.branches = tuple(b for b in self.branches if b != "w2v")
         for name, value, allowed in (

@@ -111,6 +111,18 @@ class FeatureSet:
     def with_labels(self, labels):
         return FeatureSet(self.features, labels)
 
+    def concatenate(self, *others):
+        """This set followed by `others` (same inputs; all labelled or none)."""
+        sets = [self, *others]
+        if any(set(s.names) != set(self.names) for s in sets):
+            raise ValueError(f"cannot join feature sets of different inputs: {[s.names for s in sets]}")
+        labelled = {s.labels is not None for s in sets}
+        if len(labelled) > 1:
+            raise ValueError("cannot join labelled and unlabelled feature sets")
+        features = {name: [a for s in sets for a in s.features[name]] for name in self.names}
+        labels = np.concatenate([s.labels for s in sets]) if labelled == {True} else None
+        return FeatureSet(features, labels)
+
     def frame_shapes(self):
         """{input name: the shape of one frame}, e.g. {"logmel": (40, 2), "lld": (195,)}."""
         return {name: arrays[0].shape[1:] for name, arrays in self.features.items()}
@@ -176,7 +188,6 @@ class FeatureSet:
         if with_labels and self.labels is None:
             raise ValueError("this FeatureSet has no labels; pass with_labels=False")
         order = np.arange(self.size) if shuffle else self.prediction_order(bucketing)
-        lengths = self.lengths()
         inputs = {}
         for name, arrays in self.features.items():
             flat = np.concatenate([arrays[i] for i in order]).astype(np.float32, copy=False)

@@ -147,7 +147,7 @@ def precision(policy):
 
 
 def train(config, data, fold, labels, class_names, target, seed=None, strategy=None, callbacks=(),
-          verbose=0, **overrides):
+          verbose=0, copies=None, **overrides):
     """Seeds, builds (normalised on the training part), compiles and fits one fold.
 
     Args:
@@ -158,6 +158,9 @@ def train(config, data, fold, labels, class_names, target, seed=None, strategy=N
         strategy: a tf.distribute.Strategy, or None for the config's (`strategy`).
         callbacks: more Keras callbacks (TensorBoard...).
         verbose: 0 silent, 1 Keras's progress bar, 2 a line per epoch.
+        copies: a labelled FeatureSet or None. Augmented copies of training
+            utterances (speed perturbation), added to the training part;
+            the normalisation is fitted on the whole of it.
         **overrides: MSIR options over the config's.
 
     Returns:
@@ -169,6 +172,8 @@ def train(config, data, fold, labels, class_names, target, seed=None, strategy=N
     keras.utils.set_random_seed(seed)
     labelled = data.with_labels(labels)
     train_part, valid_part = labelled.subset(fold.train), labelled.subset(fold.validation)
+    if copies is not None:
+        train_part = train_part.concatenate(copies)
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with precision(config.precision), scope:

@@ -132,8 +132,40 @@ def train_msir(config, data, fold, labels, class_names, target, verbose=0):
     return engine.train(config, data, fold, labels, class_names, target, verbose=verbose)
 
 
-def tune_fold(config, data, fold, labels, class_names, target, folder, log=print, search_index=0):
+def training_copies(config, table, fold, labels, log=print):
+    """Speed-perturbed copies of the fold's training utterances (`config.speeds`), labelled; None if off.
+
+    Only `fold.train` rows are perturbed: no copy of a validation or test
+    utterance is ever made. Each copy is a store entry of its own
+    (`augment.SpeedPerturbed`), computed once and reused by later folds
+    and runs. A file whose copy fails is left out of the copies, and said.
+    """
+    if not config.speeds or config.model != "msir":
+        return None
+    from msir_keras.augment import SpeedPerturbed
+    from msir_keras.data import FeatureSet
+
+    store = FeatureStore(config.store)
+    paths = table["path"].iloc[fold.train].tolist()
+    copies = []
+    for factor in config.speeds:
+        extractors = {name: SpeedPerturbed(e, factor) for name, e in config.extractors().items()}
+        summary = store.extract(paths, list(extractors.values()))
+        log(f"    speed {factor:g} copies of {len(paths)} training utterances: {summary}")
+        failed = {path for path, _ in summary.failed}
+        for path, reason in summary.failed:
+            log(f"WARNING: {path}: no copy at speed {factor:g} ({reason})")
+        kept = [i for i, path in enumerate(paths) if path not in failed]
+        copies.append(FeatureSet.from_store(store, [paths[i] for i in kept], extractors,
+                                            labels[np.asarray(fold.train)[kept]]))
+    return copies[0].concatenate(*copies[1:])
+
+
+def tune_fold(config, data, fold, labels, class_names, target, folder, log=print, search_index=0, copies=None):
     """Searches `config.tune` on one fold's training speakers (scored on its validation part).
+
+    `copies` (augmented training utterances, `training_copies`) join the
+    training part of every trial.
 
     Returns:
         (the config with the chosen learning rate and batch size, the chosen
@@ -142,7 +174,10 @@ def tune_fold(config, data, fold, labels, class_names, target, folder, log=print
     from msir_keras import tuning
 
     labelled = data.with_labels(labels)
-    chosen, _ = tuning.tune(config, labelled.subset(fold.train), labelled.subset(fold.validation), class_names,
+    train = labelled.subset(fold.train)
+    if copies is not None:
+        train = train.concatenate(copies)
+    chosen, _ = tuning.tune(config, train, labelled.subset(fold.validation), class_names,
                             target, tuning.load_space(config.tune), folder, config.tuner, config.max_trials,
                             log=log, search_index=search_index)
     if chosen is None:
@@ -184,7 +219,9 @@ def run_search(config, out, log=print):
         labels, class_names = target_labels(config, table, target)
         folder = os.path.join(out, target, fold.name)
         started = time.perf_counter()
-        result = tune_fold(config, data, fold, labels, class_names, target, folder, log, search_index=index)
+        copies = training_copies(config, table, fold, labels, log)
+        result = tune_fold(config, data, fold, labels, class_names, target, folder, log, search_index=index,
+                           copies=copies)
         if result is None:
             continue  # a worker: the chief writes this search's results
         chosen = result[2]
@@ -230,9 +267,10 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     labels, class_names = target_labels(config, table, target)
     if config.model == "msir":
         fold_config, overrides, chosen = config, {}, {}
+        copies = training_copies(config, table, fold, labels, log)
         if config.tune:
             fold_config, overrides, chosen = tune_fold(config, data, fold, labels, class_names, target,
-                                                       os.path.join(folder, "tuning"), log)
+                                                       os.path.join(folder, "tuning"), log, copies=copies)
         from msir_keras import engine
 
         callbacks = []
@@ -241,7 +279,7 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
 
             callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
         model, history = engine.train(fold_config, data, fold, labels, class_names, target, callbacks=callbacks,
-                                      verbose=verbose, **overrides)
+                                      verbose=verbose, copies=copies, **overrides)
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))

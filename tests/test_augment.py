@@ -1,8 +1,9 @@
-"""Training-only feature masks: spans within the limits in training, no effect at inference."""
+"""Augmentation: speed-perturbed training copies, and feature masks that act in training only."""
 
+import dataclasses
+import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -75,3 +76,72 @@ def test_mask_settings_are_checked_where_they_enter():
         ExperimentConfig().with_settings(["feature_mask_width=1.5"])
     with pytest.raises(ValueError, match="time_width"):
         FeatureMasks(time_width=1.0)
+    config = ExperimentConfig().with_settings(["speeds=[0.9, 1.1]"])
+    assert config.speeds == (0.9, 1.1)
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))).speeds == (0.9, 1.1)
+    with pytest.raises(ConfigError, match="speeds"):
+        ExperimentConfig(speeds=(1.0,))
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbation_scales_length_and_pitch(factor):
+    from msir_keras.augment import speed_perturb
+
+    rate = 16000
+    tone = np.sin(2 * np.pi * 200 * np.arange(rate) / rate).astype("float32")
+    played = speed_perturb(tone, factor)
+    assert played.dtype == np.float32 and abs(len(played) - rate / factor) <= 1
+    spectrum = np.abs(np.fft.rfft(played * np.hanning(len(played))))
+    peak = np.argmax(spectrum) * rate / len(played)
+    assert peak == pytest.approx(200 * factor, abs=1.5)
+    assert np.abs(played).max() == pytest.approx(1.0, abs=0.02)  # the filter keeps the level
+    with pytest.raises(ValueError, match="speed factor"):
+        speed_perturb(tone, 3.0)
+
+
+def test_copies_only_of_training_utterances_computed_once(emodb_root, emodb_store, tmp_path):
+    from msir_keras.augment import SpeedPerturbed
+    from msir_keras.config import ExperimentConfig
+    from msir_keras.experiment import prepare, target_labels, training_copies
+    from msir_keras.features import FeatureStore
+    from msir_keras.corpora import load_emodb
+
+    table = load_emodb(emodb_root, emotions="four").utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(2)
+    manifest = tmp_path / "corpus.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(manifest, index=False)
+    store = tmp_path / "store"
+    config = ExperimentConfig(corpus="manifest", root=str(manifest), wav2vec2=None, branches=("lld",),
+                              store=str(store), n_folds=2, speeds=(0.9, 1.1))
+    table, data, folds, _ = prepare(config, log=lambda *_: None)
+    fold = folds[0]
+    labels, _ = target_labels(config, table, "classification")
+    logged = []
+    copies = training_copies(config, table, fold, labels, log=logged.append)
+    assert copies.size == 2 * len(fold.train)
+    np.testing.assert_array_equal(copies.labels, np.tile(labels[fold.train], 2))
+    originals = data.subset(fold.train).lengths()
+    ratio = copies.lengths() / np.tile(originals, 2)
+    assert np.allclose(ratio[: len(originals)], 1 / 0.9, atol=0.02) and np.allclose(ratio[len(originals):],
+                                                                                        1 / 1.1, atol=0.02)
+    # The store holds a copy of each training file per speed, and none of a validation or test file.
+    features = FeatureStore(str(store))
+    extractor = config.extractors()["lld"]
+    for factor in (0.9, 1.1):
+        stored = {name[:-4] for _, _, names in os.walk(store / SpeedPerturbed(extractor, factor).key())
+                  for name in names if name.endswith(".npy")}
+        assert stored == {features.digest(p) for p in table["path"].iloc[fold.train]}
+    held_out = {features.digest(p) for p in table["path"].iloc[np.concatenate([fold.validation, fold.test])]}
+    assert not held_out & {features.digest(p) for p in table["path"].iloc[fold.train]}
+    # The engine trains on the training part and its copies (the normalisation is fitted on both).
+    from msir_keras import engine
+
+    model, history = engine.train(dataclasses.replace(config, epochs=1, batch_size=16), data, fold, labels,
+                                  ["angry", "happy", "neutral", "sad"], "classification", copies=copies)
+    mean, _ = data.with_labels(labels).subset(fold.train).concatenate(copies).fit_normalization()["lld"]
+    np.testing.assert_allclose(model.get_normalization()["lld"][0], mean, rtol=1e-5, atol=1e-6)
+    assert len(history) == 1
+    # Asked again (another run, the next fold), the copies come from the store.
+    logged.clear()
+    training_copies(config, table, fold, labels, log=logged.append)
+    assert all("0 files extracted" in line for line in logged) and len(logged) == 2

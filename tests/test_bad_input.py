@@ -225,13 +225,13 @@ def _recomputed(ctx, output):
 
 
 def _suspicious(ctx):
-    silent = write_wav(str(ctx.tmp / "silent.wav"), np.zeros(8000, np.float32))
+    write_wav(str(ctx.tmp / "silent.wav"), np.zeros(8000, np.float32))
     whole = write_wav(str(ctx.tmp / "whole.wav"), tone(1.0))
     data = open(whole, "rb").read()
     with open(ctx.tmp / "cut.wav", "wb") as handle:
         handle.write(data[: len(data) // 2])
     manifest = ctx.tmp / "m.csv"
-    manifest.write_text(f"path,label,speaker\nsilent.wav,sad,s1\ncut.wav,angry,s2\n")
+    manifest.write_text("path,label,speaker\nsilent.wav,sad,s1\ncut.wav,angry,s2\n")
     return _extract(ctx, manifest)
 
 

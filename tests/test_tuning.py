@@ -13,7 +13,7 @@ import pytest
 
 from msir_keras import engine
 from msir_keras.cli import main
-from msir_keras.experiment import ExperimentConfig, prepare, run_search, target_labels
+from msir_keras.experiment import ExperimentConfig, prepare, run_search
 from msir_keras.tuning import PAPER_LEARNING_RATES, SPACES, load_space
 
 
