@@ -26,6 +26,17 @@ VALIDATION_BY = ("utterances", "speakers")
 TUNERS = ("grid", "bayesian", "hyperband")
 STRATEGIES = ("default", "mirrored")
 PRECISIONS = ("float32", "mixed_float16")
+SCHEDULES = ("constant", "cosine", "plateau")
+CLASS_WEIGHTS = ("none", "balanced")
+
+# Named training recipes (`--recipe`): the settings a run starts from.
+# "paper": section 4.1 (Adam 1e-3, batch 64, up to 100 epochs), nothing added.
+# "small-data": chosen by `msir tune` on the validation speakers of EmoDB's
+# training folds only (tuning/README.md, "The small-data recipe").
+RECIPES = {
+    "paper": {"learning_rate": 1e-3, "batch_size": 64, "epochs": 100, "patience": 20, "label_smoothing": 0.0,
+              "lr_schedule": "constant", "clipnorm": 0.0, "class_weights": "none", "speeds": (), "ensemble": 1},
+}
 
 @dataclasses.dataclass
 class ExperimentConfig:
@@ -77,6 +88,19 @@ class ExperimentConfig:
             (MSIR): each training utterance is also played at these speeds
             (e.g. 0.9, 1.1), extracted once into the store and added to the
             fold's training part; validation and test utterances never are.
+        label_smoothing: float, defaults to 0. Share of each label spread
+            evenly over the classes (focal loss and cross-entropy).
+        lr_schedule: "constant" (default), "cosine" (from the learning
+            rate to 0 over `epochs`, per epoch) or "plateau" (halved after
+            patience // 2 epochs without a better val_uar).
+        clipnorm: float, defaults to 0 (off). Adam clips each gradient to this norm.
+        class_weights: "none" (default) or "balanced" (each class weighted
+            by N / (classes x its count) in the training part).
+        ensemble: int, defaults to 1. Models per fold, trained from seeds
+            seed, seed+1, ...; their class probabilities are averaged (one
+            saved model; training and prediction cost this many times more).
+        recipe: str, defaults to "paper". The named recipe (`RECIPES`) the
+            training settings started from; a record, set by `with_recipe`.
     """
 
     corpus: str = "emodb"
@@ -114,6 +138,12 @@ class ExperimentConfig:
     jit_compile: bool = False
     tensorboard: bool = False
     speeds: tuple = ()
+    label_smoothing: float = 0.0
+    lr_schedule: str = "constant"
+    clipnorm: float = 0.0
+    class_weights: str = "none"
+    ensemble: int = 1
+    recipe: str = "paper"
 
     def __post_init__(self):
         self.targets = tuple(self.targets)
@@ -135,11 +165,14 @@ class ExperimentConfig:
             ("tuner", self.tuner, TUNERS),
             ("strategy", self.strategy, STRATEGIES),
             ("precision", self.precision, PRECISIONS),
+            ("lr_schedule", self.lr_schedule, SCHEDULES),
+            ("class_weights", self.class_weights, CLASS_WEIGHTS),
+            ("recipe", self.recipe, tuple(RECIPES)),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
-                     "theta", "seed"):
+                     "theta", "seed", "label_smoothing", "clipnorm", "ensemble"):
             setattr(self, name, check_limit(name, getattr(self, name)))
         zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
         for value in zetas:
@@ -153,6 +186,20 @@ class ExperimentConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def with_recipe(self, name):
+        """A copy with a named recipe's training settings (`RECIPES`) and `recipe=name`.
+
+        The recipe's MSIR arguments are merged into `model_options`; every
+        other setting (corpus, branches, features...) is kept.
+        """
+        if name not in RECIPES:
+            raise ConfigError(f"recipe must be one of {tuple(RECIPES)}, got {name!r}")
+        values = self.to_dict()
+        recipe = dict(RECIPES[name])
+        values["model_options"] = {**values["model_options"], **recipe.pop("model_options", {})}
+        values.update(recipe, recipe=name)
+        return type(self).from_dict(values)
 
     def with_settings(self, settings):
         """A copy with `key=value` settings applied (`msir train --set`).

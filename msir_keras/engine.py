@@ -18,7 +18,9 @@ batch is per replica (global batch = batch_size x replicas).
 from __future__ import annotations
 
 import contextlib
+import math
 
+import numpy as np
 import pandas as pd
 
 from msir_keras.features.base import ConfigError
@@ -61,13 +63,15 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
 
 
 def loss_for(config, target):
-    """The experiment's loss for one target: focal (zeta per emotion) or cross-entropy."""
+    """The experiment's loss for one target: focal (zeta per emotion) or cross-entropy, label-smoothed on request."""
     import keras
 
     from msir_keras.losses import FocalLoss
 
     if config.loss == "focal":
-        return FocalLoss(zeta=config.zeta_for(target), theta=config.theta)
+        return FocalLoss(zeta=config.zeta_for(target), theta=config.theta, label_smoothing=config.label_smoothing)
+    if config.label_smoothing:  # cross-entropy is the focal loss with theta 0 and weight 1
+        return FocalLoss(zeta=1.0, theta=0.0, label_smoothing=config.label_smoothing, name="crossentropy")
     return keras.losses.SparseCategoricalCrossentropy()
 
 
@@ -81,7 +85,7 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
     if not rate > 0:
         raise ConfigError(f"learning rate must be > 0, got {rate}")
     model.compile(
-        optimizer=keras.optimizers.Adam(rate),
+        optimizer=keras.optimizers.Adam(rate, clipnorm=config.clipnorm or None),
         loss=loss_for(config, target),
         metrics=["accuracy", UnweightedAverageRecall(model.num_classes)],
         jit_compile=config.jit_compile if jit_compile is None else jit_compile,
@@ -99,27 +103,63 @@ def replicas():
 def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbose=0, batch_size=None):
     """Trains on `train` (a labelled FeatureSet), selects the epoch on `valid`'s val_uar.
 
+    The config's `lr_schedule` runs as a callback and `class_weights`
+    weights the loss by the training part's class counts.
+
     Returns:
         The history as a DataFrame (epoch, loss, accuracy, uar, val_loss,
-        val_accuracy, val_uar); the model holds the best epoch's weights.
+        val_accuracy, val_uar, and learning_rate under a schedule); the
+        model holds the best epoch's weights.
     """
     import keras
 
     count = replicas()
     batch = (batch_size or config.batch_size) * count
     seed = config.seed if seed is None else seed
+    epochs = epochs or config.epochs
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
     )
     history = model.fit(
         train.dataset(batch, shuffle=True, seed=seed, replicas=count),
         validation_data=valid.dataset(batch, shuffle=False, replicas=count),
-        epochs=epochs or config.epochs,
-        callbacks=[stopping, *callbacks],
+        epochs=epochs,
+        callbacks=[stopping, *schedule_callbacks(config, epochs), *callbacks],
+        class_weight=class_weights(config, train.labels, model.num_classes),
         shuffle=False,  # the dataset shuffles itself, reproducibly
         verbose=verbose,
     )
     return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+
+
+def cosine_rate(base, epoch, epochs):
+    """The cosine schedule's learning rate at `epoch` (0-based) of `epochs`: base at 0, falling to 0."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def schedule_callbacks(config, epochs):
+    """The Keras callbacks of the config's `lr_schedule` (none for "constant")."""
+    import keras
+
+    if config.lr_schedule == "cosine":
+        return [keras.callbacks.LearningRateScheduler(
+            lambda epoch, rate: cosine_rate(config.learning_rate, epoch, epochs))]
+    if config.lr_schedule == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_uar", mode="max", factor=0.5,
+                                                  patience=max(1, config.patience // 2),
+                                                  min_lr=config.learning_rate / 32)]
+    return []
+
+
+def class_weights(config, labels, num_classes):
+    """{class id: weight} for Keras's `class_weight` ("balanced": N / (C x count)), or None."""
+    if config.class_weights == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes)
+    missing = [c for c in range(num_classes) if counts[c] == 0]
+    if missing:
+        raise ConfigError(f"class_weights=balanced: the training part has no example of class(es) {missing}")
+    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}
 
 
 def make_strategy(name):

@@ -168,8 +168,9 @@ def tune_fold(config, data, fold, labels, class_names, target, folder, log=print
     training part of every trial.
 
     Returns:
-        (the config with the chosen learning rate and batch size, the chosen
-        MSIR options, every chosen value); None on a keras-tuner worker.
+        (the config with the chosen training settings (learning rate, batch
+        size, ...), the chosen MSIR options, every chosen value); None on a
+        keras-tuner worker.
     """
     from msir_keras import tuning
 
@@ -184,9 +185,7 @@ def tune_fold(config, data, fold, labels, class_names, target, folder, log=print
         return None
     log(f"    {target} {fold.name}: chosen on validation {chosen}")
     fold_config = dataclasses.replace(
-        config, tune=None, learning_rate=chosen["learning_rate"],
-        batch_size=chosen.get("batch_size", config.batch_size),
-    )
+        config, tune=None, **{k: v for k, v in chosen.items() if k in tuning.TRAINING_CHOICES})
     overrides = {k: v for k, v in chosen.items() if k not in tuning.TRAINING_CHOICES}
     return fold_config, overrides, chosen
 

@@ -8,8 +8,10 @@ selection); with the session split, once on sessions 1-4.
 
 Search spaces are data: {"name": {"choice": [...]}} or {"name": {"float":
 [low, high], "step": s, "sampling": "log"}} or {"name": {"int": [low, high],
-"step": s}}. `learning_rate` and `batch_size` are training choices; every
-other name is an MSIR argument (dropout, cr_lstm_units, weight_decay, ...).
+"step": s}}. The names in `TRAINING_CHOICES` (learning_rate, batch_size,
+epochs, patience, label_smoothing, lr_schedule, clipnorm, class_weights)
+are training settings of the experiment's config; every other name is an
+MSIR argument (dropout, cr_lstm_units, weight_decay, feature_masks, ...).
 
 Example:
 >>> space = SPACES["paper-lr"]
@@ -34,7 +36,8 @@ from msir_keras.features.base import ConfigError
 # The paper's grid (section 4.1), in the paper's order.
 PAPER_LEARNING_RATES = [5e-6, 1e-6, 5e-5, 1e-5, 5e-4, 1e-4, 5e-3, 1e-3, 5e-2, 1e-2]
 SPACES = {"paper-lr": {"learning_rate": {"choice": PAPER_LEARNING_RATES}}}
-TRAINING_CHOICES = ("learning_rate", "batch_size")
+TRAINING_CHOICES = ("learning_rate", "batch_size", "epochs", "patience", "label_smoothing", "lr_schedule",
+                    "clipnorm", "class_weights")
 
 
 def load_space(name_or_path):
@@ -97,26 +100,34 @@ class MSIRHyperModel(_hypermodel_base()):
         self.normalization = train.fit_normalization()
         self.trials_run = 0
 
+    def trial_config(self, hp):
+        """The config with this trial's training choices (the same values in `build` and `fit`)."""
+        import dataclasses
+
+        drawn = {name: draw(hp, name, spec) for name, spec in self.space.items() if name in TRAINING_CHOICES}
+        drawn["learning_rate"] = draw(hp, "learning_rate",
+                                      self.space.get("learning_rate", {"choice": PAPER_LEARNING_RATES}))
+        return dataclasses.replace(self.config, **drawn)
+
     def build(self, hp):
         from msir_keras import engine
 
         import keras
 
         keras.utils.set_random_seed(self.seed)
-        rate = draw(hp, "learning_rate", self.space.get("learning_rate", {"choice": PAPER_LEARNING_RATES}))
+        config = self.trial_config(hp)
         overrides = {name: draw(hp, name, spec) for name, spec in self.space.items()
                      if name not in TRAINING_CHOICES}
-        model = engine.build(self.config, self.train.frame_shapes(), self.class_names, self.normalization,
-                             engine.feature_config(self.config), **overrides)
-        return engine.compile_model(model, self.config, self.target, learning_rate=rate)
+        model = engine.build(config, self.train.frame_shapes(), self.class_names, self.normalization,
+                             engine.feature_config(config), **overrides)
+        return engine.compile_model(model, config, self.target)
 
     def fit(self, hp, model, *args, callbacks=(), verbose=0, **kwargs):
         from msir_keras import engine
 
-        batch = draw(hp, "batch_size", self.space["batch_size"]) if "batch_size" in self.space else None
         started = time.perf_counter()
-        history = engine.fit(model, self.train, self.valid, self.config, seed=self.seed,
-                             callbacks=list(callbacks), verbose=verbose, batch_size=batch)
+        history = engine.fit(model, self.train, self.valid, self.trial_config(hp), seed=self.seed,
+                             callbacks=list(callbacks), verbose=verbose)
         self.trials_run += 1
         best = int(history["val_uar"].idxmax())
         return {
