@@ -13,6 +13,8 @@ import warnings
 from msir_keras.features.base import ConfigError
 from msir_keras.limits import check_limit, describe_limit
 
+RUN_RECIPE = "small-data"  # `msir run`'s training settings; train and tune start from the paper's
+
 DEFAULT_STORE = "feature-store"
 
 
@@ -189,6 +191,9 @@ def _config_flags(training=True):
         ("--batch-size", "batch_size", dict(type=_limited("batch_size", "--batch-size"),
                                             help="per replica under --strategy mirrored")),
         ("--seed", "seed", dict(type=_limited("seed", "--seed"))),
+        ("--ensemble", "ensemble", dict(type=_limited("ensemble", "--ensemble"),
+                                        help="models per fold from seeds seed, seed+1, ..., their probabilities "
+                                        "averaged (N times the training and prediction time)")),
         ("--folds", "n_folds", dict(type=_limited("n_folds", "--folds"), help="leave-speakers-out folds")),
         ("--max-folds", "max_folds", dict(type=_limited("max_folds", "--max-folds"),
                                           help="run only the first N folds of the split",
@@ -221,15 +226,18 @@ def _config_flags(training=True):
     return flags
 
 
-def _add_config_flags(parser, training=True):
-    from msir_keras.config import ExperimentConfig
+def _add_config_flags(parser, training=True, default_recipe="paper"):
+    from msir_keras.config import RECIPES, ExperimentConfig
 
-    defaults = ExperimentConfig()
+    defaults = ExperimentConfig().with_recipe(default_recipe)
     for flag, field, options in _config_flags(training):
         options = dict(options)
         default = options.pop("default_text", getattr(defaults, field))
         options["help"] = (options.get("help", "") + f" (default: {default})").strip()
         parser.add_argument(flag, default=None, **options)
+    parser.add_argument("--recipe", default=None, choices=list(RECIPES),
+                        help="the training settings to start from; flags and --set change them (default: "
+                        f"{default_recipe})")
     parser.add_argument("--wav2vec2", default=None,
                         help="wav2vec 2.0 hub id or local checkpoint folder; 'off' leaves the wav2vec branch "
                         f"out (default: {defaults.wav2vec2})")
@@ -243,6 +251,8 @@ def _add_config_flags(parser, training=True):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run folder (kept until the new run has finished)")
     parser.add_argument("--verbose", action="store_true", help="Keras's progress bar per epoch")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config field or MSIR argument, e.g. --set weight_decay=1e-4")
     if training:
         parser.add_argument("--branches", default=None,
                             help=f"MSIR branches, comma-separated (default: {','.join(defaults.branches)})")
@@ -250,16 +260,21 @@ def _add_config_flags(parser, training=True):
                             help="detection target (repeat; default: all four)")
         parser.add_argument("--config", default=None, metavar="FILE",
                             help="start from this config.json (a run's): rerun it, or change it with flags")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="set any config field or MSIR argument, e.g. --set weight_decay=1e-4")
 
 
-def _experiment_config(args, **fixed):
-    """The ExperimentConfig of a command: the defaults (or --config FILE), the flags given, --set, `fixed`."""
+def _experiment_config(args, default_recipe="paper", **fixed):
+    """The ExperimentConfig of a command: the defaults (or --config FILE) with --recipe, the flags given, --set, `fixed`.
+
+    Without --config the command's `default_recipe` applies; with it, the
+    file's settings stand unless --recipe is given.
+    """
     from msir_keras.config import ExperimentConfig
 
     source = getattr(args, "config", None)
     base = ExperimentConfig.load(source) if source else ExperimentConfig()
+    recipe = args.recipe or (None if source else default_recipe)
+    if recipe is not None:
+        base = base.with_recipe(recipe)
     values = base.to_dict()
     for flag, field, _ in _config_flags(training=hasattr(args, "task")):
         value = getattr(args, _dest(flag))
@@ -324,7 +339,7 @@ def _run(config, args):
 
 
 def cmd_run(args):
-    config = _experiment_config(args, split="speakers", task="classification")
+    config = _experiment_config(args, default_recipe=RUN_RECIPE, split="speakers", task="classification")
     _announce_wav2vec2(config)
     return _run(config, args)
 
@@ -470,7 +485,7 @@ def build_parser():
 
     run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
     _corpus_arguments(run)
-    _add_config_flags(run, training=False)
+    _add_config_flags(run, training=False, default_recipe=RUN_RECIPE)
     run.set_defaults(handler=cmd_run)
 
     train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")

@@ -251,6 +251,30 @@ def _fit_baseline(config, data, fold, labels):
     return predicted, None, history, {"C": best_c}
 
 
+def train_members(engine, config, data, fold, labels, class_names, target, callbacks, verbose, copies, overrides):
+    """Trains `config.ensemble` models on one fold (seeds seed, seed+1, ...); one model, or their MSIREnsemble.
+
+    Returns:
+        (model, history DataFrame (a `member` column for an ensemble), a
+        list of {"seed", "best_epoch", "epochs_run", "val_uar"} per member).
+    """
+    models, histories, members = [], [], []
+    for index in range(config.ensemble):
+        seed = config.seed + index
+        named = {"name": f"msir_seed{seed}"} if config.ensemble > 1 else {}
+        model, history = engine.train(config, data, fold, labels, class_names, target, seed=seed,
+                                      callbacks=callbacks, verbose=verbose, copies=copies, **overrides, **named)
+        models.append(model)
+        histories.append(history.assign(member=seed) if config.ensemble > 1 else history)
+        members.append({"seed": seed, "best_epoch": int(history["val_uar"].idxmax()) + 1,
+                        "epochs_run": len(history), "val_uar": float(history["val_uar"].max())})
+    if len(models) == 1:
+        return models[0], histories[0], members
+    from msir_keras.model import MSIREnsemble
+
+    return MSIREnsemble(models), pd.concat(histories, ignore_index=True), members
+
+
 def _report(config, y_true, y_pred, class_names):
     if config.task == "classification":
         return classification_report(y_true, y_pred, class_names)
@@ -277,8 +301,8 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             import keras
 
             callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
-        model, history = engine.train(fold_config, data, fold, labels, class_names, target, callbacks=callbacks,
-                                      verbose=verbose, copies=copies, **overrides)
+        model, history, members = train_members(engine, fold_config, data, fold, labels, class_names, target,
+                                                callbacks, verbose, copies, overrides)
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
@@ -290,8 +314,9 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
         with open(os.path.join(folder, "normalization.json"), "w") as handle:
             json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},
                       handle)
-        extra = {"best_epoch": int(history["val_uar"].idxmax()) + 1, "epochs_run": len(history),
-                 "val_uar": float(history["val_uar"].max())}
+        extra = members[0]
+        if len(members) > 1:
+            extra = {**extra, "val_uar": float(np.mean([m["val_uar"] for m in members])), "members": members}
         if chosen:
             extra["chosen"] = chosen
     else:
@@ -322,6 +347,8 @@ def _log_fold(config, target, name, report, log, note=""):
     """A fold's line: its test figures, the best val_uar (the epoch's choice) and its time."""
     chosen = (f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"
               if "val_uar" in report else "")
+    if "members" in report:
+        chosen = f"  best val_uar {report['val_uar']:.3f} (mean of {len(report['members'])} seeds' best epochs)"
     log(f"  {target:>14} {name:<22} UAR {report['uar']:.3f}  "
         + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
            if config.task == "classification"

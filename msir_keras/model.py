@@ -252,6 +252,66 @@ class MSIR(keras.Model):
         return cls(**{**PRESETS[preset], **overrides})
 
 
+@keras.saving.register_keras_serializable(package="msir_keras")
+class MSIREnsemble(keras.Model):
+    """Several MSIR models trained alike (seeds) as one: their class probabilities averaged.
+
+    A functional model over the members' shared inputs, so it saves, loads,
+    exports and predicts like one MSIR; it reads its classes, features and
+    normalisation from its first member (`experiment.run_fold` fits every
+    member on the same training part). Prediction costs one forward pass
+    per member.
+
+    Args:
+        members: list of MSIR, at least two, with the same inputs and classes
+            (`engine.build(..., name=...)` names them apart).
+
+    Example (two untrained small models):
+    >>> a = MSIR.from_preset("small", branches=("lld",), lld_dim=3, name="a")
+    >>> b = MSIR.from_preset("small", branches=("lld",), lld_dim=3, name="b")
+    >>> MSIREnsemble([a, b]).num_classes
+    4
+    """
+
+    def __init__(self, members, **kwargs):
+        members = list(members)
+        if len(members) < 2:
+            raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")
+        first = members[0]
+        for member in members[1:]:
+            if member.feature_shapes() != first.feature_shapes() or member.class_names != first.class_names:
+                raise ConfigError(f"ensemble member {member.name} takes other inputs or classes than {first.name}")
+        if len({m.name for m in members}) < len(members):
+            raise ConfigError(f"ensemble members need distinct names, got {[m.name for m in members]}")
+        inputs = {name: keras.Input(shape=(None, *shape), name=name) for name, shape in first.feature_shapes().items()}
+        outputs = layers.Average(dtype="float32", name="average")([m(inputs) for m in members])
+        kwargs.setdefault("name", "msir_ensemble")
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.members = members
+
+    # The first member's description stands for the ensemble's.
+    num_classes = property(lambda self: self.members[0].num_classes)
+    class_names = property(lambda self: self.members[0].class_names)
+    feature_config = property(lambda self: self.members[0].feature_config)
+    branches = property(lambda self: self.members[0].branches)
+    feature_inputs = property(lambda self: self.members[0].feature_inputs)
+
+    def feature_shapes(self):
+        return self.members[0].feature_shapes()
+
+    def get_normalization(self):
+        return self.members[0].get_normalization()
+
+    def get_config(self):
+        return {"name": self.name, "members": [keras.saving.serialize_keras_object(m) for m in self.members]}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+
 def load_model(path, compile=True):
     """Loads a `.keras` file saved from an MSIR model, in any process.
 

@@ -1,0 +1,206 @@
+"""Training recipes: label smoothing, schedules, clipping, class weights, seed ensembles, named presets."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from msir_keras import engine
+from msir_keras.cli import RUN_RECIPE, _experiment_config, build_parser, main
+from msir_keras.config import RECIPES, ExperimentConfig
+from msir_keras.data import FeatureSet
+from msir_keras.features.base import ConfigError
+from msir_keras.model import MSIR, MSIREnsemble, load_model
+
+RNG = np.random.default_rng(11)
+
+
+def _features(n=24, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(10, 30, size=n)
+    labels = np.arange(n) % classes
+    # The LLDs carry the class in their mean: a model can learn them in a few steps.
+    return FeatureSet({"lld": [rng.normal(size=(t, 6)).astype("float32") + labels[i] for i, t in enumerate(lengths)]},
+                      labels)
+
+
+def _config(**changes):
+    settings = dict(wav2vec2=None, branches=("lld",), epochs=4, patience=10, batch_size=8)
+    return ExperimentConfig(**{**settings, **changes})
+
+
+def test_label_smoothing_matches_a_numpy_reference_for_both_losses():
+    probabilities = RNG.dirichlet(np.ones(4), size=6).astype("float32")
+    labels = np.array([0, 1, 2, 3, 1, 0])
+    smoothed = np.full((6, 4), 0.1 / 4) + 0.9 * np.eye(4)[labels]
+    log_p = np.log(probabilities)
+    crossentropy = engine.loss_for(_config(loss="crossentropy", label_smoothing=0.1), "classification")
+    np.testing.assert_allclose(float(crossentropy(labels, probabilities)), (-smoothed * log_p).sum(1).mean(),
+                               rtol=1e-5)
+    focal = engine.loss_for(_config(loss="focal", label_smoothing=0.1, zeta=0.25), "classification")
+    reference = (-smoothed * 0.25 * (1 - probabilities) ** 2 * log_p).sum(1).mean()
+    np.testing.assert_allclose(float(focal(labels, probabilities)), reference, rtol=1e-5)
+    # Without smoothing the cross-entropy is Keras's own.
+    plain = engine.loss_for(_config(loss="crossentropy"), "classification")
+    np.testing.assert_allclose(float(plain(labels, probabilities)),
+                               -log_p[np.arange(6), labels].mean(), rtol=1e-5)
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 3 + [3] * 2)
+    weights = engine.class_weights(_config(class_weights="balanced"), labels, 4)
+    np.testing.assert_allclose([weights[c] for c in range(4)],
+                               compute_class_weight("balanced", classes=np.arange(4), y=labels))
+    assert engine.class_weights(_config(), labels, 4) is None
+    with pytest.raises(ConfigError, match=r"no example of class\(es\) \[3\]"):
+        engine.class_weights(_config(class_weights="balanced"), labels[labels < 3], 4)
+
+
+def test_schedules_set_the_learning_rate_per_epoch_and_clipping_reaches_adam():
+    assert engine.cosine_rate(1e-3, 0, 10) == pytest.approx(1e-3)
+    assert engine.cosine_rate(1e-3, 5, 10) == pytest.approx(5e-4)
+    data = _features()
+    for schedule in ("cosine", "plateau"):
+        config = _config(lr_schedule=schedule, clipnorm=1.0, learning_rate=1e-2, patience=2)
+        model = engine.build(config, data.frame_shapes(), list("abcd"), data.fit_normalization())
+        engine.compile_model(model, config)
+        assert model.optimizer.clipnorm == 1.0
+        history = engine.fit(model, data, data, config)
+        rates = history["learning_rate"].to_numpy()
+        if schedule == "cosine":  # the rate each epoch trained with, read back from the optimizer
+            np.testing.assert_allclose(rates, [engine.cosine_rate(1e-2, e, 4) for e in range(len(rates))],
+                                       rtol=1e-5)
+            assert len(rates) >= 2
+        else:
+            assert rates[0] == pytest.approx(1e-2) and np.all(np.diff(rates) <= 0)
+
+
+def test_class_weights_reach_the_training_loss():
+    import keras
+
+    data = _features()
+    skewed = data.subset(np.r_[np.arange(24), np.flatnonzero(data.labels == 0)])  # class 0 twice as often
+    losses = []
+    for weights in ("none", "balanced"):
+        keras.utils.set_random_seed(0)
+        config = _config(epochs=1, class_weights=weights)
+        model = engine.build(config, data.frame_shapes(), list("abcd"), data.fit_normalization())
+        engine.compile_model(model, config)
+        losses.append(engine.fit(model, skewed, data, config)["loss"].iloc[0])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_a_search_draws_training_settings_into_the_trial_config():
+    import keras_tuner
+
+    from msir_keras.tuning import MSIRHyperModel
+
+    data = _features()
+    space = {"learning_rate": {"choice": [1e-3]}, "label_smoothing": {"choice": [0.1]},
+             "lr_schedule": {"choice": ["cosine"]}, "class_weights": {"choice": ["balanced"]},
+             "epochs": {"choice": [3]}, "feature_masks": {"choice": [1]}}
+    hypermodel = MSIRHyperModel(_config(), data, data, list("abcd"), space=space)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    trial = hypermodel.trial_config(hp)
+    assert (trial.label_smoothing, trial.lr_schedule, trial.class_weights, trial.epochs) == (0.1, "cosine",
+                                                                                            "balanced", 3)
+    assert model.feature_masks == 1 and model.loss.label_smoothing == 0.1
+    result = hypermodel.fit(hp, model)
+    assert hypermodel.trials_run == 1 and result["epochs_run"] == 3  # the drawn epochs, not the config's 4
+
+
+def test_recipes_are_presets_the_commands_start_from(tmp_path):
+    parser = build_parser()
+    base = ["--corpus", "emodb", "--root", "x"]
+    run = _experiment_config(parser.parse_args(["run", *base]), default_recipe=RUN_RECIPE)
+    assert run.recipe == RUN_RECIPE and run.batch_size == RECIPES[RUN_RECIPE]["batch_size"]
+    paper = _experiment_config(parser.parse_args(["run", *base, "--recipe", "paper"]))
+    assert (paper.recipe, paper.batch_size, paper.epochs) == ("paper", 64, 100)
+    # Flags and --set apply over the recipe.
+    changed = _experiment_config(parser.parse_args(["run", *base, "--batch-size", "16", "--set", "ensemble=2"]),
+                                 default_recipe=RUN_RECIPE)
+    assert (changed.batch_size, changed.ensemble, changed.recipe) == (16, 2, RUN_RECIPE)
+    # A run's config.json is taken as it is, unless --recipe is given.
+    saved = tmp_path / "config.json"
+    dataclasses.replace(ExperimentConfig(), batch_size=48).save(saved)
+    assert _experiment_config(parser.parse_args(["train", "--config", str(saved)])).batch_size == 48
+    small = ExperimentConfig(model_options={"dropout": 0.5}).with_recipe("small-data")
+    assert small.model_options == {"dropout": 0.5, **RECIPES["small-data"].get("model_options", {})}
+    with pytest.raises(ConfigError, match="recipe must be one of"):
+        ExperimentConfig().with_recipe("large")
+    for name, value in (("label_smoothing", 1.0), ("clipnorm", -1), ("ensemble", 0), ("lr_schedule", "step")):
+        with pytest.raises(ConfigError, match=name):
+            ExperimentConfig(**{name: value})
+
+
+def _members(n=2):
+    return [MSIR.from_preset("small", branches=("cr", "lld"), lld_dim=6, name=f"m{i}", class_names=list("abcd"))
+            for i in range(n)]
+
+
+def test_an_ensemble_averages_its_members_and_loads_in_a_fresh_process(tmp_path):
+    members = _members(3)
+    ensemble = MSIREnsemble(members)
+    x = {"logmel": RNG.normal(size=(3, 25, 40, 2)).astype("float32"),
+         "lld": RNG.normal(size=(3, 25, 6)).astype("float32")}
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, atol=1e-6)
+    assert ensemble.class_names == list("abcd") and ensemble.feature_shapes() == members[0].feature_shapes()
+    ensemble.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x["lld"])
+    np.save(tmp_path / "l.npy", x["logmel"])
+    np.save(tmp_path / "expected.npy", expected)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from msir_keras.model import load_model
+        model = load_model({str(tmp_path / "model.keras")!r}, compile=False)
+        x = {{"lld": np.load({str(tmp_path / "x.npy")!r}), "logmel": np.load({str(tmp_path / "l.npy")!r})}}
+        np.testing.assert_allclose(model.predict(x, verbose=0), np.load({str(tmp_path / "expected.npy")!r}),
+                                   atol=1e-6)
+        print(type(model).__name__, len(model.members))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["MSIREnsemble", "3"]
+    with pytest.raises(ConfigError, match="distinct names"):
+        MSIREnsemble([members[0], members[0]])
+    with pytest.raises(ConfigError, match="at least two"):
+        MSIREnsemble(members[:1])
+
+
+@pytest.mark.slow
+def test_a_run_with_an_ensemble_saves_one_model_that_predict_uses(tmp_path, emodb_root, emodb_store):
+    table_path = tmp_path / "corpus.csv"
+    from msir_keras.corpora import load_emodb
+
+    utterances = load_emodb(emodb_root, emotions="four").utterances
+    utterances = utterances[utterances["speaker"].isin(["03", "08", "09", "10"])]
+    utterances[["path", "label", "speaker", "gender"]].to_csv(table_path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "--corpus", "manifest", "--root", str(table_path), "--wav2vec2", "off", "--folds", "2",
+                 "--max-folds", "1", "--epochs", "1", "--ensemble", "2", "--store", emodb_store.root,
+                 "--out", str(out)]) == 0
+    config = ExperimentConfig.load(out / "config.json")
+    assert (config.recipe, config.ensemble) == (RUN_RECIPE, 2)
+    fold = out / "classification" / os.listdir(out / "classification")[0]
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert [m["seed"] for m in metrics["members"]] == [0, 1]
+    model = load_model(str(fold / "model.keras"), compile=False)
+    assert isinstance(model, MSIREnsemble)
+    # The saved predictions are the ensemble's: msir predict on a test file gives the same probabilities.
+    import pandas as pd
+
+    predictions = pd.read_csv(fold / "predictions.csv").iloc[:2]
+    from msir_keras.export import Detector
+
+    again = Detector(str(fold)).predict(predictions["path"].tolist())
+    np.testing.assert_allclose(again[[f"p_{c}" for c in model.class_names]].to_numpy(),
+                               predictions[[f"p_{c}" for c in model.class_names]].to_numpy(), atol=1e-4)
