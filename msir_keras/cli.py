@@ -386,6 +386,28 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_compare(args):
+    from msir_keras.compare import compare_markdown, compare_runs, is_search_folder, markdown, search_summary
+
+    if len(args.runs) == 1 and is_search_folder(args.runs[0]):
+        table = search_summary(args.runs[0])  # a `msir tune` folder: its combinations over the folds
+        text = markdown(table.drop(columns="target") if table["target"].nunique() == 1 else table)
+    else:
+        names = args.names.split(",") if args.names else None
+        table = compare_runs(args.runs, names, args.figure)
+        text = compare_markdown(table)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        if args.out.endswith(".csv"):
+            table.to_csv(args.out, float_format="%.4f")
+        else:
+            with open(args.out, "w") as handle:
+                handle.write(text + "\n")
+        print(f"written to {args.out}")
+    return 0
+
+
 def cmd_export(args):
     from msir_keras.export import export_run
 
@@ -511,6 +533,16 @@ def build_parser():
                           help="where to write (default: RUN/evaluation-retest, or "
                           "RUN/evaluation-<corpus>-<root name> for another corpus)")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    compare = commands.add_parser("compare", help="runs side by side: a figure per fold, mean and std; or a "
+                                  "search's combinations over its folds")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="finished run folders, or one `msir tune` folder")
+    compare.add_argument("--names", default=None, help="column names, comma-separated (default: the folder names)")
+    compare.add_argument("--figure", default="uar",
+                         help="uar (default), wa, macro_f1; detection runs: sensitivity, specificity, f1")
+    compare.add_argument("--out", default=None, help="also write the table here (.md or .csv)")
+    compare.set_defaults(handler=cmd_compare)
 
     export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")
     export.add_argument("model", help="a run folder or one fold's folder")

@@ -86,3 +86,4 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     metrics = write_results(out, summarise(config, results), log)
     log(f"evaluation written to {out}")
     return metrics
+

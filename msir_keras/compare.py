@@ -1,0 +1,112 @@
+"""Runs side by side: per-fold figures of several run folders, with mean and standard deviation (`msir compare`).
+
+Light to import (no TensorFlow): it reads the runs' metrics.json only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from msir_keras.features.base import ConfigError
+
+
+def run_figures(run, figure="uar"):
+    """{fold: figure} of a run folder (a detection run: the mean over its emotions per fold)."""
+    path = os.path.join(run, "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: missing; is {run} a finished run folder (not `.partial`)?")
+    with open(path) as handle:
+        metrics = json.load(handle)
+    if metrics["task"] == "classification":
+        if figure not in metrics["mean"]:
+            raise ConfigError(f"{run}: no figure {figure!r}; a classification run has uar, wa and macro_f1")
+        return {fold: values[figure] for fold, values in metrics["folds"].items()}
+    per_emotion = [e["folds"] for e in metrics["emotions"].values()]
+    if figure not in next(iter(per_emotion[0].values())):
+        raise ConfigError(f"{run}: no figure {figure!r}; a detection run has uar, sensitivity, specificity, f1, wa")
+    folds = list(per_emotion[0])
+    return {fold: float(np.nanmean([np.nan if e[fold][figure] is None else e[fold][figure] for e in per_emotion]))
+            for fold in folds}
+
+
+def compare_runs(runs, names=None, figure="uar"):
+    """Runs side by side: one column per run, a row per fold, then mean and standard deviation.
+
+    Folds are matched by name; a run without some fold shows n/a there and
+    its mean is over the folds it has (the table says how many).
+
+    Returns:
+        A DataFrame indexed by fold, then "mean", "std" and "folds".
+    """
+    names = list(names) if names else [os.path.basename(os.path.normpath(r)) for r in runs]
+    if len(names) != len(runs):
+        raise ConfigError(f"{len(names)} name(s) for {len(runs)} run(s)")
+    columns = {name: pd.Series(run_figures(run, figure), dtype=float) for name, run in zip(names, runs)}
+    table = pd.DataFrame(columns)
+    summary = pd.DataFrame({"mean": table.mean(), "std": table.std(ddof=1), "folds": table.count()}).T
+    return pd.concat([table, summary])
+
+
+def compare_markdown(table, digits=3):
+    """A compare_runs table as Markdown (std as ±, fold counts as integers)."""
+    header = ["fold"] + list(table.columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for fold, row in table.iterrows():
+        if fold == "folds":
+            cells = [str(int(v)) for v in row]
+        else:
+            cells = ["n/a" if pd.isna(v) else f"{'±' if fold == 'std' else ''}{v:.{digits}f}" for v in row]
+        lines.append("| " + " | ".join([str(fold)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def is_search_folder(folder):
+    """A `msir tune` folder (finished or not): no metrics.json, a trials.csv under <target>/<fold>/."""
+    import glob
+
+    return (not os.path.exists(os.path.join(folder, "metrics.json"))
+            and bool(glob.glob(os.path.join(glob.escape(folder), "*", "*", "trials.csv"))))
+
+
+TRIAL_COLUMNS = ("trial", "val_uar", "best_epoch", "epochs_run", "seconds")
+
+
+def search_summary(folder):
+    """Every combination of a `msir tune` search over its folds: val_uar per fold, mean, std, best first.
+
+    A recipe is chosen for a corpus by its mean val_uar over the folds'
+    validation parts (training speakers only); the per-fold columns show
+    how much of that is one fold.
+    """
+    tables = []
+    for target in sorted(os.listdir(folder)):
+        base = os.path.join(folder, target)
+        for fold in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            path = os.path.join(base, fold, "trials.csv")
+            if os.path.exists(path):
+                tables.append(pd.read_csv(path).assign(target=target, fold=fold))
+    if not tables:
+        raise FileNotFoundError(f"{folder}: no <target>/<fold>/trials.csv here; is it a `msir tune` folder?")
+    trials = pd.concat(tables, ignore_index=True)
+    settings = [c for c in trials.columns if c not in TRIAL_COLUMNS + ("target", "fold")]
+    wide = trials.pivot_table(index=["target", *settings], columns="fold", values="val_uar")
+    wide.columns = [f"val_uar {fold}" for fold in wide.columns]
+    folds = wide.copy()
+    wide["mean"], wide["std"], wide["folds"] = folds.mean(axis=1), folds.std(axis=1, ddof=1), folds.count(axis=1)
+    minutes = trials.groupby(["target", *settings])["seconds"].sum() / 60
+    wide["trial_minutes"] = minutes.round(1)
+    return wide.sort_values("mean", ascending=False).reset_index()
+
+
+def markdown(frame, digits=3):
+    """Any table as Markdown: floats to `digits` places, the index as the first column when it is named."""
+    if frame.index.name is not None:
+        frame = frame.reset_index()
+    cell = lambda v: "n/a" if pd.isna(v) else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
