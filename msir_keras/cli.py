@@ -394,7 +394,7 @@ def cmd_compare(args):
         text = markdown(table.drop(columns="target") if table["target"].nunique() == 1 else table)
     else:
         names = args.names.split(",") if args.names else None
-        table = compare_runs(args.runs, names, args.figure)
+        table = compare_runs(args.runs, names, args.figure, ensemble=args.ensemble)
         text = compare_markdown(table)
     print(text)
     if args.out:
@@ -541,6 +541,8 @@ def build_parser():
     compare.add_argument("--names", default=None, help="column names, comma-separated (default: the folder names)")
     compare.add_argument("--figure", default="uar",
                          help="uar (default), wa, macro_f1; detection runs: sensitivity, specificity, f1")
+    compare.add_argument("--ensemble", action="store_true",
+                         help="add the UAR of the runs' averaged probabilities (runs that differ by seed)")
     compare.add_argument("--out", default=None, help="also write the table here (.md or .csv)")
     compare.set_defaults(handler=cmd_compare)
 

@@ -33,11 +33,13 @@ def run_figures(run, figure="uar"):
             for fold in folds}
 
 
-def compare_runs(runs, names=None, figure="uar"):
+def compare_runs(runs, names=None, figure="uar", ensemble=False):
     """Runs side by side: one column per run, a row per fold, then mean and standard deviation.
 
     Folds are matched by name; a run without some fold shows n/a there and
-    its mean is over the folds it has (the table says how many).
+    its mean is over the folds it has (the table says how many). With
+    `ensemble`, a last column gives the UAR of the runs' averaged
+    probabilities (`ensemble_figures`).
 
     Returns:
         A DataFrame indexed by fold, then "mean", "std" and "folds".
@@ -46,6 +48,10 @@ def compare_runs(runs, names=None, figure="uar"):
     if len(names) != len(runs):
         raise ConfigError(f"{len(names)} name(s) for {len(runs)} run(s)")
     columns = {name: pd.Series(run_figures(run, figure), dtype=float) for name, run in zip(names, runs)}
+    if ensemble:
+        if figure != "uar":
+            raise ConfigError("an ensemble column gives UAR only")
+        columns["ensemble"] = pd.Series(ensemble_figures(runs), dtype=float)
     table = pd.DataFrame(columns)
     summary = pd.DataFrame({"mean": table.mean(), "std": table.std(ddof=1), "folds": table.count()}).T
     return pd.concat([table, summary])
@@ -110,3 +116,47 @@ def markdown(frame, digits=3):
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def ensemble_figures(runs):
+    """{fold: UAR} of the runs' averaged class probabilities: an ensemble of runs that differ only by seed.
+
+    Reads each fold's predictions.csv (p_<class> columns) and averages
+    them row by row; the runs must have tested the same utterances in the
+    same order (the same corpus, split and classes). This is what
+    `--ensemble N` computes inside one run, here for runs trained apart.
+    """
+    from sklearn.metrics import balanced_accuracy_score  # UAR
+
+    folds = None
+    for run in runs:
+        figures = run_figures(run)
+        folds = list(figures) if folds is None else [f for f in folds if f in figures]
+    result = {}
+    for fold in folds:
+        tables = []
+        for run in runs:
+            path = _fold_file(run, fold, "predictions.csv")
+            tables.append(pd.read_csv(path))
+        first = tables[0]
+        for run, table in zip(runs, tables):
+            if not table["path"].equals(first["path"]):
+                raise ConfigError(f"{run}: fold {fold} tested other utterances than {runs[0]}; "
+                                  "only runs of the same corpus and split can be averaged")
+        columns = [c for c in first.columns if c.startswith("p_")]
+        if not columns:
+            raise ConfigError(f"{runs[0]}: fold {fold} has no class probabilities (an SVM run?)")
+        mean = np.mean([t[columns].to_numpy() for t in tables], axis=0)
+        classes = [c[2:] for c in columns]
+        predicted = np.asarray(classes)[mean.argmax(axis=1)]
+        result[fold] = float(balanced_accuracy_score(first["label"].astype(str), predicted))
+    return result
+
+
+def _fold_file(run, fold, name):
+    import glob
+
+    found = glob.glob(os.path.join(glob.escape(run), "*", glob.escape(fold), name))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{run}: expected one {name} for fold {fold}, found {len(found)}")
+    return found[0]

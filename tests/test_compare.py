@@ -54,3 +54,28 @@ def test_a_search_summary_ranks_combinations_by_their_mean_over_folds(tmp_path):
     assert list(summary["batch_size"]) == [32, 64]  # 0.65 before 0.60
     assert summary["mean"].tolist() == pytest.approx([0.65, 0.6])
     assert summary["trial_minutes"].tolist() == [2.0, 4.0]
+
+
+def test_an_ensemble_column_averages_the_runs_probabilities(tmp_path):
+    # Two runs that each get one of two utterances wrong; averaged, both are right.
+    probabilities = {"a": [[0.6, 0.4], [0.6, 0.4]], "b": [[0.9, 0.1], [0.45, 0.55]]}
+    runs = []
+    for name, rows in probabilities.items():
+        run = _run(tmp_path / name, {"f1": 0.5})
+        fold = tmp_path / name / "classification" / "f1"
+        fold.mkdir(parents=True)
+        rows = np.array(rows)
+        pd.DataFrame({"path": ["x.wav", "y.wav"], "label": ["angry", "sad"],
+                      "p_angry": rows[:, 0], "p_sad": rows[:, 1]}).to_csv(fold / "predictions.csv", index=False)
+        runs.append(run)
+    table = compare_runs(runs, ensemble=True)
+    assert table.loc["f1", "ensemble"] == pytest.approx(0.5)  # mean (0.75, 0.25) and (0.525, 0.475): both angry
+    pd.DataFrame({"path": ["x.wav", "y.wav"], "label": ["angry", "sad"], "p_angry": [0.9, 0.2],
+                  "p_sad": [0.1, 0.8]}).to_csv(tmp_path / "b" / "classification" / "f1" / "predictions.csv",
+                                                index=False)
+    assert compare_runs(runs, ensemble=True).loc["f1", "ensemble"] == pytest.approx(1.0)
+    pd.DataFrame({"path": ["z.wav", "y.wav"], "label": ["angry", "sad"], "p_angry": [0.9, 0.2],
+                  "p_sad": [0.1, 0.8]}).to_csv(tmp_path / "b" / "classification" / "f1" / "predictions.csv",
+                                                index=False)
+    with pytest.raises(Exception, match="other utterances"):
+        compare_runs(runs, ensemble=True)
