@@ -436,7 +436,9 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     if summary.failed:
         write_json(os.path.join(staging, "extraction_failures.json"), summary.to_dict()["failed"])
     targets = ["classification"] if config.task == "classification" else list(config.targets)
-    log(f"{config.model} ({config.preset}, branches {'+'.join(config.branches)}) on {config.corpus}: "
+    described = (f"msir ({config.preset}, branches {'+'.join(config.branches)}, recipe {config.recipe})"
+                 if config.model == "msir" else config.model)
+    log(f"{described} on {config.corpus}: "
         f"{len(table)} utterances, {len(folds)} fold(s), task {config.task}")
     results = {}
     for target in targets:
