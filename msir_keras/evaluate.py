@@ -64,7 +64,7 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     targets = sorted({t for t, _ in models})
     classes = None
     if config.task == "classification":  # the classes the models were trained on, by name
-        classes = load_model(os.path.join(next(iter(models.values())), "model.keras"), compile=False).class_names
+        classes = _trained_classes(next(iter(models.values())))
     table, data, folds, _ = prepare(config, log, folds=not cross, classes=classes)
     results = {}
     for target in targets:
@@ -87,3 +87,17 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     log(f"evaluation written to {out}")
     return metrics
 
+
+def _trained_classes(folder):
+    """The class names a fold's model was trained on: from its metrics.json, else from the model itself."""
+    import json
+
+    metrics = os.path.join(folder, "metrics.json")
+    if os.path.exists(metrics):
+        with open(metrics) as handle:
+            names = json.load(handle).get("class_names")
+        if names:
+            return list(names)
+    from msir_keras.model import load_model
+
+    return load_model(os.path.join(folder, "model.keras"), compile=False).class_names

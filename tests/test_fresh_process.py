@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from msir_keras.cli import main
+from msir_keras.config import ExperimentConfig
 
 
 def msir(*args, check=True):
@@ -48,7 +49,9 @@ def _train(tmp_path_factory, manifest, store, name, *options):
 
 @pytest.fixture(scope="module")
 def focal_run(tmp_path_factory, manifest, emodb_store):
-    return _train(tmp_path_factory, manifest, emodb_store.root, "focal", "--wav2vec2", "off")
+    # The small-data recipe: its feature masks (training only) are in the saved models.
+    return _train(tmp_path_factory, manifest, emodb_store.root, "focal", "--wav2vec2", "off",
+                  "--recipe", "small-data")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,8 @@ def runs(request, tmp_path_factory, manifest, emodb_store, focal_run):
         def __missing__(self, kind):
             store = emodb_store.root
             options = {
-                "crossentropy": ("--wav2vec2", "off", "--branches", "lld", "--loss", "crossentropy"),
+                "crossentropy": ("--wav2vec2", "off", "--branches", "lld", "--loss", "crossentropy",
+                                 "--ensemble", "2"),
                 "detection": ("--wav2vec2", "off", "--branches", "lld", "--task", "detection",
                               "--emotion", "sad", "--emotion", "angry"),
                 "wav2vec": ("--wav2vec2", request.getfixturevalue("tiny_wav2vec2"), "--branches", "lld,w2v"),
@@ -91,6 +95,7 @@ def _stored_probabilities(run, target, wav):
 def test_focal_classification_run_predicts_evaluates_and_exports_in_a_new_process(runs, wavs, tmp_path,
                                                                                    emodb_store):
     run = runs["focal"]
+    assert ExperimentConfig.load(run / "config.json").model_options["feature_masks"] == 2
     table = _predictions(msir("predict", *wavs, "--model", run, "--json"))
     assert len(table) == 3 and set(table["predicted"]) <= {"angry", "happy", "neutral", "sad"}
     np.testing.assert_allclose(table[[f"p_{e}" for e in ("angry", "happy", "neutral", "sad")]].sum(axis=1), 1,
@@ -112,9 +117,15 @@ def test_focal_classification_run_predicts_evaluates_and_exports_in_a_new_proces
     np.testing.assert_allclose(exported[columns], table[columns], rtol=1e-4, atol=1e-5)
 
 
-def test_crossentropy_run_predicts_in_a_new_process(runs, wavs):
-    table = _predictions(msir("predict", *wavs, "--model", runs["crossentropy"], "--json"))
+def test_crossentropy_ensemble_run_predicts_in_a_new_process(runs, wavs):
+    run = runs["crossentropy"]
+    table = _predictions(msir("predict", *wavs, "--model", run, "--json"))
     assert len(table) == 3 and table["p_sad"].between(0, 1).all()
+    # Each fold's model is a two-seed ensemble; a new process gives the training process's probabilities.
+    fold, stored = _stored_probabilities(run, "classification", wavs[0])
+    assert len(json.loads((run / "classification" / fold / "metrics.json").read_text())["members"]) == 2
+    single = _predictions(msir("predict", wavs[0], "--model", run, "--fold", fold, "--json")).iloc[0]
+    assert single["p_sad"] == pytest.approx(stored["p_sad"], rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.slow
