@@ -40,6 +40,8 @@ RECIPES = {
                    "lr_schedule": "constant", "clipnorm": 0.0, "class_weights": "none", "speeds": (), "ensemble": 1,
                    "model_options": {"feature_masks": 2}},
 }
+# The MSIR arguments a recipe owns: switching recipes resets them to the model's defaults (off).
+RECIPE_OPTIONS = ("time_masks", "time_mask_width", "feature_masks", "feature_mask_width")
 
 @dataclasses.dataclass
 class ExperimentConfig:
@@ -193,14 +195,18 @@ class ExperimentConfig:
     def with_recipe(self, name):
         """A copy with a named recipe's training settings (`RECIPES`) and `recipe=name`.
 
-        The recipe's MSIR arguments are merged into `model_options`; every
-        other setting (corpus, branches, features...) is kept.
+        The recipe's MSIR arguments are merged into `model_options`, and
+        the augmentation options it leaves out (`RECIPE_OPTIONS`) are
+        removed: `--recipe paper` over a small-data config.json trains
+        without masks. Every other setting (corpus, branches, features,
+        dropout...) is kept.
         """
         if name not in RECIPES:
             raise ConfigError(f"recipe must be one of {tuple(RECIPES)}, got {name!r}")
         values = self.to_dict()
         recipe = dict(RECIPES[name])
-        values["model_options"] = {**values["model_options"], **recipe.pop("model_options", {})}
+        kept = {k: v for k, v in values["model_options"].items() if k not in RECIPE_OPTIONS}
+        values["model_options"] = {**kept, **recipe.pop("model_options", {})}
         values.update(recipe, recipe=name)
         return type(self).from_dict(values)
 

@@ -134,6 +134,8 @@ def test_recipes_are_presets_the_commands_start_from(tmp_path):
     assert _experiment_config(parser.parse_args(["train", "--config", str(saved)])).batch_size == 48
     small = ExperimentConfig(model_options={"dropout": 0.5}).with_recipe("small-data")
     assert small.model_options == {"dropout": 0.5, **RECIPES["small-data"].get("model_options", {})}
+    # Back to the paper's recipe: the small-data masks go, the dropout stays.
+    assert small.with_recipe("paper").model_options == {"dropout": 0.5}
     with pytest.raises(ConfigError, match="recipe must be one of"):
         ExperimentConfig().with_recipe("large")
     for name, value in (("label_smoothing", 1.0), ("clipnorm", -1), ("ensemble", 0), ("lr_schedule", "step")):
