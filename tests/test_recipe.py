@@ -80,6 +80,9 @@ def test_schedules_set_the_learning_rate_per_epoch_and_clipping_reaches_adam():
             assert len(rates) >= 2
         else:
             assert rates[0] == pytest.approx(1e-2) and np.all(np.diff(rates) <= 0)
+    (plateau,) = engine.schedule_callbacks(_config(lr_schedule="plateau", patience=8), 10)
+    assert (plateau.monitor, plateau.mode, plateau.factor, plateau.patience) == ("val_uar", "max", 0.5, 4)
+    assert engine.schedule_callbacks(_config(), 10) == []
 
 
 def test_class_weights_reach_the_training_loss():
