@@ -251,13 +251,15 @@ def _fit_baseline(config, data, fold, labels):
     return predicted, None, history, {"C": best_c}
 
 
-def train_members(engine, config, data, fold, labels, class_names, target, callbacks, verbose, copies, overrides):
+def train_members(config, data, fold, labels, class_names, target, callbacks, verbose, copies, overrides):
     """Trains `config.ensemble` models on one fold (seeds seed, seed+1, ...); one model, or their MSIREnsemble.
 
     Returns:
         (model, history DataFrame (a `member` column for an ensemble), a
         list of {"seed", "best_epoch", "epochs_run", "val_uar"} per member).
     """
+    from msir_keras import engine
+
     models, histories, members = [], [], []
     for index in range(config.ensemble):
         seed = config.seed + index
@@ -294,14 +296,12 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
         if config.tune:
             fold_config, overrides, chosen = tune_fold(config, data, fold, labels, class_names, target,
                                                        os.path.join(folder, "tuning"), log, copies=copies)
-        from msir_keras import engine
-
         callbacks = []
         if config.tensorboard:
             import keras
 
             callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
-        model, history, members = train_members(engine, fold_config, data, fold, labels, class_names, target,
+        model, history, members = train_members(fold_config, data, fold, labels, class_names, target,
                                                 callbacks, verbose, copies, overrides)
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
