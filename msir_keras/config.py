@@ -36,7 +36,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 RECIPES = {
     "paper": {"learning_rate": 1e-3, "batch_size": 64, "epochs": 100, "patience": 20, "label_smoothing": 0.0,
               "lr_schedule": "constant", "clipnorm": 0.0, "class_weights": "none", "speeds": (), "ensemble": 1},
-    "small-data": {"learning_rate": 1e-3, "batch_size": 32, "epochs": 20, "patience": 8, "label_smoothing": 0.0,
+    "small-data": {"learning_rate": 1e-3, "batch_size": 32, "epochs": 20, "patience": 8, "label_smoothing": 0.1,
                    "lr_schedule": "constant", "clipnorm": 0.0, "class_weights": "none", "speeds": (), "ensemble": 1,
                    "model_options": {"feature_masks": 2}},
 }
