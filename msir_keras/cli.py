@@ -226,11 +226,13 @@ def _config_flags(training=True):
     return flags
 
 
-def _add_config_flags(parser, training=True, default_recipe="paper"):
+def _add_config_flags(parser, training=True, default_recipe="paper", exclude=()):
     from msir_keras.config import RECIPES, ExperimentConfig
 
     defaults = ExperimentConfig().with_recipe(default_recipe)
     for flag, field, options in _config_flags(training):
+        if flag in exclude:
+            continue
         options = dict(options)
         default = options.pop("default_text", getattr(defaults, field))
         options["help"] = (options.get("help", "") + f" (default: {default})").strip()
@@ -408,6 +410,35 @@ def cmd_compare(args):
     return 0
 
 
+def cmd_reproduce(args):
+    from msir_keras.reproduce import PAPER_ZETAS, load_rows, reproduce, select_rows
+
+    targets = [e.strip() for e in args.emotions.split(",")] if args.emotions else None
+    args.emotions = None  # the config's class set stays the paper's four; these are the targets
+    split = args.split or ("session" if args.corpus == "iemocap" else "speakers")
+    config = _experiment_config(args, split=split, task="detection",
+                                **({"tune": "paper-lr"} if args.tune_lr else {}))
+    _announce_wav2vec2(config)
+    rows = select_rows(load_rows(args.rows_file), args.rows.split(",") if args.rows else None)
+    zetas = PAPER_ZETAS if args.zetas is None else _zetas(args.zetas)
+    out = args.out or os.path.join("results", f"reproduce-{config.corpus}")
+    if config.wav2vec2 is not None and any("w2v" in r.get("settings", {}).get("branches", ()) for r in rows):
+        config.extractors()  # a bad checkpoint id fails here, before any row trains
+    from msir_keras.corpora import FOUR_CLASSES
+
+    reproduce(config, out, rows, targets or FOUR_CLASSES, zetas, overwrite=args.overwrite,
+              verbose=2 if args.verbose else 0)
+    print(f"results folder: {out}")
+    return 0
+
+
+def _zetas(text):
+    if text.strip().lower() in ("", "none", "off"):
+        return ()
+    limit = _limited("zeta", "--zetas")
+    return tuple(limit(v) for v in text.split(","))
+
+
 def cmd_export(args):
     from msir_keras.export import export_run
 
@@ -545,6 +576,26 @@ def build_parser():
                          help="add the UAR of the runs' averaged probabilities (runs that differ by seed)")
     compare.add_argument("--out", default=None, help="also write the table here (.md or .csv)")
     compare.set_defaults(handler=cmd_compare)
+
+    reproduce = commands.add_parser("reproduce", help="the paper's Tables 1, 3, 4 and Figs. 2-5 from runs of "
+                                    "every Table 1 row, on any corpus")
+    _corpus_arguments(reproduce)
+    _add_config_flags(reproduce, training=False, exclude=("--emotions",))
+    reproduce.add_argument("--emotions", default=None,
+                           help="target emotions, comma-separated (default: happy,neutral,sad,angry... all four)")
+    reproduce.add_argument("--rows", default=None,
+                           help="Table 1 rows to run, comma-separated keys or numbers (default: all)")
+    reproduce.add_argument("--rows-file", default=None,
+                           help="a JSON file of rows (default: the paper's, msir_keras/paper_rows.json)")
+    reproduce.add_argument("--split", default=None, choices=["speakers", "session", "loso"],
+                           help="default: session (1-4 / 5) on IEMOCAP, speaker folds elsewhere")
+    reproduce.add_argument("--tune-lr", action="store_true",
+                           help="pick each row's learning rate from the paper's grid on validation speakers "
+                           "(keras-tuner, in each fold)")
+    reproduce.add_argument("--zetas", default=None,
+                           help="Fig. 5's focal weightings, comma-separated; 'none' skips Fig. 5 "
+                           "(default: 0.25,0.55,0.65,0.75, the values the paper names)")
+    reproduce.set_defaults(handler=cmd_reproduce)
 
     export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")
     export.add_argument("model", help="a run folder or one fold's folder")

@@ -1,4 +1,4 @@
-"""Figures: confusion matrices (paper Fig. 4) and emotion timelines of long recordings."""
+"""Figures: confusion matrices (paper Fig. 4), the paper's bars and zeta lines (Figs. 2, 3, 5), emotion timelines."""
 
 from __future__ import annotations
 
@@ -14,15 +14,11 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(matrix, class_names, path, title=""):
-    """Saves a confusion matrix as PNG: each cell its recall (row share) and its count."""
-    plt = _pyplot()
+def draw_confusion(axes, matrix, class_names):
+    """Draws a confusion matrix on `axes`: each cell its recall (row share) and its count. Returns the image."""
     matrix = np.asarray(matrix)
     with np.errstate(invalid="ignore", divide="ignore"):
-        shares = matrix / matrix.sum(axis=1, keepdims=True)
-    shares = np.nan_to_num(shares)
-    size = 1.1 * len(class_names) + 1.8
-    figure, axes = plt.subplots(figsize=(size, size - 0.4), dpi=120)
+        shares = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
@@ -33,8 +29,101 @@ def plot_confusion(matrix, class_names, path, title=""):
     axes.set_yticks(range(len(class_names)), class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
+    return image
+
+
+def plot_confusion(matrix, class_names, path, title=""):
+    """Saves a confusion matrix as PNG: each cell its recall (row share) and its count."""
+    plt = _pyplot()
+    size = 1.1 * len(class_names) + 1.8
+    figure, axes = plt.subplots(figsize=(size, size - 0.4), dpi=120)
+    image = draw_confusion(axes, matrix, class_names)
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="recall (row share)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_detection_confusions(matrices, path, title=""):
+    """Saves one 2x2 confusion matrix per emotion side by side (paper Fig. 4) as PNG.
+
+    `matrices` maps an emotion to its (negative, positive) confusion.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(matrices), figsize=(2.9 * len(matrices) + 0.8, 3.3), dpi=120, squeeze=False)
+    for letter, ax, (emotion, matrix) in zip("abcdefghij", axes[0], matrices.items()):
+        image = draw_confusion(ax, matrix, [f"not {emotion}", emotion])
+        ax.set_title(f"({letter}) {emotion}", fontsize=10)
+        if letter != "a":
+            ax.set_ylabel("")
+    figure.subplots_adjust(wspace=0.5)
+    figure.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02, label="recall (row share)")
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def plot_grouped_bars(series, path, ylabel, title=""):
+    """Saves grouped bars (paper Figs. 2-3) as PNG: one group per emotion and their mean, one bar per method.
+
+    `series` maps a method's name to a DataFrame of folds x emotions (in
+    %); a bar is the mean over folds, its whisker the standard deviation
+    where there are several folds, and its value is written above it.
+    """
+    plt = _pyplot()
+    emotions = list(next(iter(series.values())).columns)
+    groups = emotions + ["mean"]
+    width = 0.8 / len(series)
+    figure, axes = plt.subplots(figsize=(1.5 * len(groups) + 1.5, 3.6), dpi=120)
+    colours = ["#9ecae1", "#08519c", "#fdae6b", "#a63603"]
+    for index, (name, frame) in enumerate(series.items()):
+        per_fold = frame.assign(mean=frame.mean(axis=1))[groups]
+        means = per_fold.mean().to_numpy()
+        spread = per_fold.std(ddof=1).to_numpy() if len(per_fold) > 1 else None
+        positions = np.arange(len(groups)) + (index - (len(series) - 1) / 2) * width
+        bars = axes.bar(positions, means, width, yerr=spread, capsize=3, label=name,
+                        color=colours[index % len(colours)], edgecolor="black", linewidth=0.5)
+        axes.bar_label(bars, labels=[f"{v:.1f}" for v in means], padding=2, fontsize=8)
+    axes.set_xticks(range(len(groups)), groups)
+    axes.set_ylabel(ylabel)
+    axes.set_ylim(0, 105)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_zeta(table, path, title=""):
+    """Saves UAR against the focal weighting zeta per emotion (paper Fig. 5) as PNG.
+
+    `table` is indexed by zeta (and "crossentropy", drawn as a dashed
+    reference line), one column of UAR (%) per emotion.
+    """
+    plt = _pyplot()
+    points = table.drop(index="crossentropy", errors="ignore")
+    zetas = points.index.astype(float)
+    figure, axes = plt.subplots(1, len(table.columns), figsize=(2.8 * len(table.columns) + 0.6, 3.0), dpi=120,
+                                squeeze=False, sharey=True)
+    for letter, ax, emotion in zip("abcdefghij", axes[0], table.columns):
+        colour = EMOTION_COLOURS.get(emotion, "#1f77b4")
+        ax.plot(zetas, points[emotion].to_numpy(), marker="o", color=colour, label="focal loss")
+        if "crossentropy" in table.index and np.isfinite(table.loc["crossentropy", emotion]):
+            ax.axhline(table.loc["crossentropy", emotion], color="black", linestyle="--", linewidth=1,
+                       label="cross-entropy")
+        ax.set_title(f"({letter}) {emotion}", fontsize=10)
+        ax.set_xlabel("zeta (theta = 2)")
+        ax.set_xticks(zetas)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("UAR (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=False)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
