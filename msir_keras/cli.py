@@ -420,7 +420,7 @@ def cmd_reproduce(args):
                                 **({"tune": "paper-lr"} if args.tune_lr else {}))
     _announce_wav2vec2(config)
     rows = select_rows(load_rows(args.rows_file), args.rows.split(",") if args.rows else None)
-    zetas = PAPER_ZETAS if args.zetas is None else _zetas(args.zetas)
+    zetas = PAPER_ZETAS if args.zetas is None else args.zetas
     out = args.out or os.path.join("results", f"reproduce-{config.corpus}")
     if config.wav2vec2 is not None and any("w2v" in r.get("settings", {}).get("branches", ()) for r in rows):
         config.extractors()  # a bad checkpoint id fails here, before any row trains
@@ -433,6 +433,7 @@ def cmd_reproduce(args):
 
 
 def _zetas(text):
+    """--zetas: comma-separated weightings in [0, 1], or none (no Fig. 5)."""
     if text.strip().lower() in ("", "none", "off"):
         return ()
     limit = _limited("zeta", "--zetas")
@@ -592,7 +593,7 @@ def build_parser():
     reproduce.add_argument("--tune-lr", action="store_true",
                            help="pick each row's learning rate from the paper's grid on validation speakers "
                            "(keras-tuner, in each fold)")
-    reproduce.add_argument("--zetas", default=None,
+    reproduce.add_argument("--zetas", default=None, type=_zetas,
                            help="Fig. 5's focal weightings, comma-separated; 'none' skips Fig. 5 "
                            "(default: 0.25,0.55,0.65,0.75, the values the paper names)")
     reproduce.set_defaults(handler=cmd_reproduce)

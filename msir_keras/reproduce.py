@@ -264,9 +264,7 @@ def table1(rows, parts, results, emotions):
 def table34(rows, parts, results, emotions, figure):
     """Table 3 (sensitivity) or 4 (specificity), %: the four methods per emotion, the paper's beside them."""
     records = []
-    for row in rows:
-        if row["key"] not in TABLE34_ROWS:
-            continue
+    for row in sorted((r for r in rows if r["key"] in TABLE34_ROWS), key=lambda r: TABLE34_ROWS.index(r["key"])):
         frame = row_figures(parts, results, row["key"], figure, emotions) * 100
         record = {"key": row["key"], "row": row["name"]}
         for emotion in emotions:
