@@ -6,6 +6,8 @@ import dataclasses
 import os
 import re
 
+import numpy as np
+
 from msir_keras.experiment import (
     ExperimentConfig,
     _report,
@@ -15,6 +17,9 @@ from msir_keras.experiment import (
     write_results,
 )
 from msir_keras.metrics import mean_reports
+
+# The cross-corpus row of the fold models' averaged probabilities (beside one row per fold model).
+AVERAGE = "fold-average"
 
 
 def evaluation_folder(run, corpus=None, root=None):
@@ -36,10 +41,13 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     Without `corpus`, each fold's model is tested on its own fold's test
     speakers (the run's figures, recomputed from the saved models). With
     `corpus` and `root`, every fold model is tested on the whole other corpus
-    (cross-corpus, no folds are made there), with features extracted using
-    the run's settings and labels mapped by name; utterances whose label the
-    models do not know are left out and reported, and figures are given for
-    the classes the other corpus holds.
+    (cross-corpus, no folds are made there, so any run tests on any corpus:
+    a session-split IEMOCAP run on EmoDB, a five-fold run on two speakers),
+    and so is their averaged probability (the `fold-average` row, not in
+    the mean), with features extracted using the run's settings and labels
+    mapped by name; utterances whose label the models do not know are left
+    out and reported, and figures are given for the classes the other
+    corpus holds.
 
     Returns:
         The metrics dict.
@@ -76,12 +84,17 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
             model = load_model(os.path.join(models[(target, fold.name)], "model.keras"), compile=False)
             predicted = data.subset(fold.test).predict(model, config.batch_size).argmax(-1)
             reports[fold.name] = _report(config, labels[fold.test], predicted, class_names)
+        probabilities = []
         for (model_target, name), folder in models.items() if cross else []:
             if model_target == target:
                 model = load_model(os.path.join(folder, "model.keras"), compile=False)
-                predicted = data.predict(model, config.batch_size).argmax(-1)
-                reports[name] = _report(config, labels, predicted, class_names)
-        results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
+                probabilities.append(data.predict(model, config.batch_size))
+                reports[name] = _report(config, labels, probabilities[-1].argmax(-1), class_names)
+        mean = mean_reports(list(reports.values()))
+        if len(probabilities) > 1:  # what `msir predict` does with a run: the fold models' average
+            averaged = np.mean(probabilities, axis=0).argmax(-1)
+            reports[AVERAGE] = _report(config, labels, averaged, class_names)
+        results[target] = {"folds": reports, "mean": mean}
     out = out or evaluation_folder(run, corpus, root)
     metrics = write_results(out, summarise(config, results), log)
     log(f"evaluation written to {out}")

@@ -199,3 +199,41 @@ def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_
     assert main(["evaluate", str(out), "--store", emodb_store.root]) == 0
     again = json.loads((out / "evaluation-retest" / "metrics.json").read_text())
     assert again["mean"]["uar"] == pytest.approx(metrics["mean"]["uar"])
+
+
+def test_cross_corpus_tests_every_fold_model_and_their_average(three_branch_run, emodb, tmp_path):
+    """A two-fold run tested on one speaker of another corpus: no folds are made there."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from msir_keras.export import Detector
+
+    out, store = three_branch_run
+    table = emodb.utterances
+    other = table[table["speaker"] == "11"][["path", "label", "speaker"]]
+    manifest = tmp_path / "speaker11.csv"
+    other.to_csv(manifest, index=False)
+    assert main(["evaluate", str(out), "--corpus", "manifest", "--root", str(manifest), "--store", str(store)]) == 0
+    metrics = json.loads((out / "evaluation-manifest-speaker11" / "metrics.json").read_text())
+    folds = sorted(os.listdir(out / "classification"))
+    assert list(metrics["folds"]) == folds + ["fold-average"]
+    assert metrics["mean"]["uar"] == pytest.approx(np.mean([metrics["folds"][f]["uar"] for f in folds]))
+    # The average is what `msir predict` gives for the run: the same decisions, from audio.
+    predicted = Detector(str(out)).predict(other["path"].tolist())["predicted"]
+    assert metrics["folds"]["fold-average"]["uar"] == pytest.approx(
+        balanced_accuracy_score(other["label"], predicted), abs=1e-9)
+
+
+def test_a_session_split_iemocap_run_is_evaluated_on_emodb(tmp_path, small_manifest, emodb_store):
+    from iemocap_tree import build_iemocap
+
+    root = tmp_path / "IEMOCAP_full_release"
+    build_iemocap(str(root))
+    run = tmp_path / "iemocap-run"
+    assert main(["train", "--corpus", "iemocap", "--root", str(root), "--split", "session", "--task", "detection",
+                 "--emotion", "angry", "--branches", "lld", "--wav2vec2", "off", "--epochs", "1",
+                 "--store", emodb_store.root, "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--corpus", "manifest", "--root", small_manifest,
+                 "--store", emodb_store.root]) == 0
+    metrics = json.loads((run / "evaluation-manifest-corpus" / "metrics.json").read_text())
+    assert list(metrics["emotions"]["angry"]["folds"]) == ["test-session-5"]
+    assert 0 <= metrics["mean"]["uar"] <= 1
