@@ -427,7 +427,7 @@ def cmd_reproduce(args):
     from msir_keras.corpora import FOUR_CLASSES
 
     reproduce(config, out, rows, targets or FOUR_CLASSES, zetas, overwrite=args.overwrite,
-              verbose=2 if args.verbose else 0)
+              verbose=2 if args.verbose else 0, train=not args.report_only)
     print(f"results folder: {out}")
     return 0
 
@@ -596,6 +596,8 @@ def build_parser():
     reproduce.add_argument("--zetas", default=None, type=_zetas,
                            help="Fig. 5's focal weightings, comma-separated; 'none' skips Fig. 5 "
                            "(default: 0.25,0.55,0.65,0.75, the values the paper names)")
+    reproduce.add_argument("--report-only", action="store_true",
+                           help="train nothing: write the tables and figures from the runs finished so far")
     reproduce.set_defaults(handler=cmd_reproduce)
 
     export = commands.add_parser("export", help="write TensorFlow SavedModels of a run's models")

@@ -164,20 +164,29 @@ def plan(base, rows, emotions, out, zetas=PAPER_ZETAS):
     return parts
 
 
-def run_part(part, log=print, overwrite=False, verbose=0):
-    """A part's metrics.json: read from its finished run folder, else trained and tested now."""
+def finished_part(part, overwrite=False):
+    """A part's metrics.json if its run folder has finished with the part's configuration, else None."""
     from msir_keras.experiment import RunFolderError
 
     metrics = os.path.join(part.folder, "metrics.json")
-    if os.path.exists(metrics):
-        saved = ExperimentConfig.load(os.path.join(part.folder, "config.json"))
-        if saved.to_dict() == part.config.to_dict():
-            log(f"{part.row} / {part.emotion}: finished before, reused ({part.folder})")
-            with open(metrics) as handle:
-                return json.load(handle)
-        if not overwrite:
-            raise RunFolderError(f"{part.folder} holds a run of another configuration than row {part.row} "
-                                 "now asks for; pass --overwrite to retrain it, or choose another --out")
+    if not os.path.exists(metrics):
+        return None
+    saved = ExperimentConfig.load(os.path.join(part.folder, "config.json"))
+    if saved.to_dict() != part.config.to_dict():
+        if overwrite:
+            return None
+        raise RunFolderError(f"{part.folder} holds a run of another configuration than row {part.row} "
+                             "now asks for; pass --overwrite to retrain it, or choose another --out")
+    with open(metrics) as handle:
+        return json.load(handle)
+
+
+def run_part(part, log=print, overwrite=False, verbose=0):
+    """A part's metrics.json: read from its finished run folder, else trained and tested now."""
+    metrics = finished_part(part, overwrite)
+    if metrics is not None:
+        log(f"{part.row} / {part.emotion}: finished before, reused ({part.folder})")
+        return metrics
     from msir_keras.experiment import run_experiment
 
     log(f"{part.row} / {part.emotion}: training -> {part.folder}" + (f" ({part.note})" if part.note else ""))
@@ -185,7 +194,7 @@ def run_part(part, log=print, overwrite=False, verbose=0):
 
 
 def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, log=print, overwrite=False,
-              verbose=0):
+              verbose=0, train=True):
     """Runs (or reuses) every part, then writes the tables, figures and report.md into `out`.
 
     Args:
@@ -195,6 +204,9 @@ def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, lo
         rows: list of row dicts (`load_rows`), defaults to the paper's.
         emotions: the target emotions (a part of the paper's four).
         zetas: Fig. 5's weightings; empty: no Fig. 5.
+        train: bool, defaults to True. False writes the tables and figures
+            from the runs finished so far (while a reproduction still
+            runs, say) and lists the others as not run yet.
 
     Returns:
         dict of DataFrames: table1, table3, table4, zeta.
@@ -209,8 +221,14 @@ def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, lo
     for part in parts:
         if part.config is None:
             log(f"{part.row} / {part.emotion}: {part.note}")
-        elif part.folder not in results:
+        elif part.folder in results:
+            continue
+        elif train:
             results[part.folder] = run_part(part, log, overwrite, verbose)
+        elif finished_part(part) is not None:
+            results[part.folder] = finished_part(part)
+        else:
+            log(f"{part.row} / {part.emotion}: not run yet")
     return write_outputs(base, rows, parts, results, out, list(emotions), zetas, log)
 
 
@@ -226,7 +244,7 @@ def row_figures(parts, results, row, figure, emotions):
     """A row's figure per emotion per fold, as a DataFrame (folds x emotions, NaN where missing)."""
     columns = {}
     for part in parts:
-        if part.row == row and part.config is not None and part.emotion in emotions:
+        if part.row == row and part.folder in results and part.emotion in emotions:
             values = _fold_figures(results[part.folder], part.emotion, figure)
             columns[part.emotion] = pd.Series({k: np.nan if v is None else v for k, v in values.items()}, dtype=float)
     return pd.DataFrame(columns, columns=[e for e in emotions if e in columns])
@@ -248,6 +266,9 @@ def table1(rows, parts, results, emotions):
         shared = sorted({p.same_as for p in own if p.same_as})
         if shared:
             notes.append("same configuration as " + ", ".join(shared))
+        waiting = [p.emotion for p in own if p.config is not None and p.folder not in results]
+        if waiting:
+            notes.append("not run yet: " + ", ".join(waiting))
         record = {"key": row["key"], "row": row["name"]}
         for figure in ("uar", "f1"):
             frame = row_figures(parts, results, row["key"], figure, emotions)
@@ -319,7 +340,7 @@ def write_outputs(base, rows, parts, results, out, emotions, zetas, log=print):
     tables = {"table1": table1(rows, parts, results, emotions),
               "table3": table34(rows, parts, results, emotions, "sensitivity"),
               "table4": table34(rows, parts, results, emotions, "specificity")}
-    if zetas and any(p.row.startswith("zeta-") and p.config is not None for p in parts):
+    if zetas and any(p.row.startswith("zeta-") and p.folder in results for p in parts):
         tables["zeta"] = zeta_table(parts, results, emotions, zetas)
     for name, table in tables.items():
         if not table.empty:
@@ -335,7 +356,7 @@ def write_outputs(base, rows, parts, results, out, emotions, zetas, log=print):
             figures[f"fig{number}"] = plots.plot_grouped_bars(
                 {names[k]: pair[k][figure] for k in ("msir-ce", "msir")}, os.path.join(out, f"fig{number}_{figure}.png"),
                 ylabel=label, title=f"Fig. {number}: {label.split(' (')[0]} per emotion, MSIR with and without focal loss")
-    msir = [p for p in parts if p.row == "msir" and p.config is not None]
+    msir = [p for p in parts if p.row == "msir" and p.folder in results]
     if msir:
         matrices = {p.emotion: _summed_confusion(p.folder, p.emotion) for p in msir}
         figures["fig4"] = plots.plot_detection_confusions(
@@ -344,7 +365,7 @@ def write_outputs(base, rows, parts, results, out, emotions, zetas, log=print):
     if "zeta" in tables:
         figures["fig5"] = plots.plot_zeta(tables["zeta"], os.path.join(out, "fig5_zeta.png"),
                                           title="Fig. 5: UAR against the focal weighting zeta (theta = 2)")
-    report = report_markdown(base, rows, parts, tables, figures, out, emotions)
+    report = report_markdown(base, rows, parts, results, tables, figures, out, emotions)
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write(report)
     log(_markdown(tables["table1"].drop(columns=["note"])))
@@ -364,9 +385,9 @@ def _summed_confusion(folder, emotion):
     return total
 
 
-def report_markdown(base, rows, parts, tables, figures, out, emotions):
+def report_markdown(base, rows, parts, results, tables, figures, out, emotions):
     """report.md: what ran, how, the tables against the paper's, the figures, and the paper's ordering."""
-    folds = sorted({f for p in parts if p.config is not None
+    folds = sorted({f for p in parts if p.folder in results
                     for f in _folds_of(os.path.join(p.folder, "metrics.json"), p.emotion)})
     w2v = "off (rows that need it are skipped, MSIR runs without it)" if base.wav2vec2 is None else base.wav2vec2
     lines = [
@@ -402,7 +423,9 @@ def report_markdown(base, rows, parts, tables, figures, out, emotions):
         lines += ["", f"## {titles[key]}", "", f"![{titles[key]}]({os.path.relpath(path, out)})"]
     if "zeta" in tables:
         lines += ["", _markdown(tables["zeta"])]
-    skipped = sorted({(p.row, p.note) for p in parts if p.config is None})
+    skipped = sorted({(p.row, p.note) for p in parts if p.config is None}
+                     | {(p.row, f"not run yet ({p.emotion})") for p in parts if p.config is not None
+                        and p.folder not in results})
     if skipped:
         lines += ["", "## Not run here", ""] + [f"- {row}: {note}" for row, note in skipped]
     return "\n".join(lines) + "\n"

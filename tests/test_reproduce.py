@@ -104,6 +104,12 @@ def test_svm_rows_on_an_iemocap_tree_then_a_restart_reuses_them(tmp_path, capsys
     root, out, store = _iemocap(tmp_path), tmp_path / "results", str(tmp_path / "store")
     args = ["reproduce", "--corpus", "iemocap", "--root", root, "--wav2vec2", "off", "--rows", "1,2",
             "--emotions", "angry,sad", "--zetas", "none", "--store", store, "--out", str(out)]
+    # --report-only trains nothing: the tables list the rows as not run yet.
+    assert main(args + ["--report-only"]) == 0
+    waiting = pd.read_csv(out / "table1.csv", index_col="key")
+    assert waiting["UAR"].isna().all() and (waiting["note"] == "not run yet: angry, sad").all()
+    assert "egemaps-svm: not run yet (sad)" in (out / "report.md").read_text()
+    assert not (out / "runs").exists()
     assert main(args) == 0
     table = pd.read_csv(out / "table1.csv", index_col="key")
     assert list(table.index) == ["compare-svm", "egemaps-svm"] and list(table["folds"]) == [1, 1]
