@@ -59,15 +59,14 @@ def compare_runs(runs, names=None, figure="uar", ensemble=False):
 
 def compare_markdown(table, digits=3):
     """A compare_runs table as Markdown (std as ±, fold counts as integers)."""
-    header = ["fold"] + list(table.columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for fold, row in table.iterrows():
+    def cells(fold, row):
         if fold == "folds":
-            cells = [str(int(v)) for v in row]
-        else:
-            cells = ["n/a" if pd.isna(v) else f"{'±' if fold == 'std' else ''}{v:.{digits}f}" for v in row]
-        lines.append("| " + " | ".join([str(fold)] + cells) + " |")
-    return "\n".join(lines)
+            return [str(int(v)) for v in row]
+        return ["n/a" if pd.isna(v) else f"{'±' if fold == 'std' else ''}{v:.{digits}f}" for v in row]
+
+    shown = pd.DataFrame([cells(fold, row) for fold, row in table.iterrows()], columns=table.columns,
+                         index=pd.Index(table.index, name="fold"))
+    return markdown(shown)
 
 
 def is_search_folder(folder):
