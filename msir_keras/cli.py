@@ -422,8 +422,8 @@ def cmd_reproduce(args):
     rows = select_rows(load_rows(args.rows_file), args.rows.split(",") if args.rows else None)
     zetas = PAPER_ZETAS if args.zetas is None else args.zetas
     out = args.out or os.path.join("results", f"reproduce-{config.corpus}")
-    if config.wav2vec2 is not None and any("w2v" in r.get("settings", {}).get("branches", ()) for r in rows):
-        config.extractors()  # a bad checkpoint id fails here, before any row trains
+    if "w2v" in config.branches and any("w2v" in r.get("settings", {}).get("branches", ()) for r in rows):
+        config.extractors()["w2v"].key()  # an unreachable checkpoint fails here, before any row trains
     from msir_keras.corpora import FOUR_CLASSES
 
     reproduce(config, out, rows, targets or FOUR_CLASSES, zetas, overwrite=args.overwrite,
@@ -578,21 +578,23 @@ def build_parser():
     compare.add_argument("--out", default=None, help="also write the table here (.md or .csv)")
     compare.set_defaults(handler=cmd_compare)
 
+    from msir_keras import config
+
     reproduce = commands.add_parser("reproduce", help="the paper's Tables 1, 3, 4 and Figs. 2-5 from runs of "
                                     "every Table 1 row, on any corpus")
     _corpus_arguments(reproduce)
     _add_config_flags(reproduce, training=False, exclude=("--emotions",))
     reproduce.add_argument("--emotions", default=None,
-                           help="target emotions, comma-separated (default: happy,neutral,sad,angry... all four)")
+                           help="target emotions, comma-separated (default: all four, angry,happy,neutral,sad)")
     reproduce.add_argument("--rows", default=None,
                            help="Table 1 rows to run, comma-separated keys or numbers (default: all)")
     reproduce.add_argument("--rows-file", default=None,
                            help="a JSON file of rows (default: the paper's, msir_keras/paper_rows.json)")
-    reproduce.add_argument("--split", default=None, choices=["speakers", "session", "loso"],
+    reproduce.add_argument("--split", default=None, choices=list(config.SPLITS),
                            help="default: session (1-4 / 5) on IEMOCAP, speaker folds elsewhere")
     reproduce.add_argument("--tune-lr", action="store_true",
-                           help="pick each row's learning rate from the paper's grid on validation speakers "
-                           "(keras-tuner, in each fold)")
+                           help="pick each row's learning rate from the paper's grid, per fold, on its "
+                           "validation part of the training speakers (keras-tuner)")
     reproduce.add_argument("--zetas", default=None, type=_zetas,
                            help="Fig. 5's focal weightings, comma-separated; 'none' skips Fig. 5 "
                            "(default: 0.25,0.55,0.65,0.75, the values the paper names)")

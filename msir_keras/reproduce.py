@@ -217,6 +217,9 @@ def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, lo
         raise ConfigError(f"--emotions: {unknown} are not among the paper's {', '.join(FOUR_CLASSES)}")
     os.makedirs(out, exist_ok=True)
     parts = plan(base, rows, list(emotions), out, zetas)
+    for part in parts:  # a run folder of another configuration is refused before any row trains
+        if part.config is not None:
+            finished_part(part, overwrite)
     results = {}
     for part in parts:
         if part.config is None:
