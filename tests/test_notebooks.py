@@ -9,7 +9,7 @@ NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 
 @pytest.mark.parametrize("name, says, figure", [
     ("emodb_model_fit.ipynb", "test UAR", "confusion.png"),
-    ("quickstart.ipynb", "(true: ", "my-export"),
+    pytest.param("quickstart.ipynb", "(true: ", "my-export", marks=pytest.mark.slow),
     pytest.param("reproduce.ipynb", "The paper's tables on emodb", "reproduce-emodb/fig4_confusion.png",
                  marks=pytest.mark.slow),
     pytest.param("tuning.ipynb", "chosen learning rate", "val_uar_vs_lr.png", marks=pytest.mark.slow),
