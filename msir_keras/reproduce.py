@@ -279,7 +279,8 @@ def table1(rows, parts, results, emotions):
             paper = row.get("paper", {}).get(figure, np.nan)
             record.update({f"{figure.upper()}": mean, f"{figure.upper()} std": std,
                            f"paper {figure.upper()}": paper, f"Δ{figure.upper()}": mean - paper})
-        record["folds"] = int(row_figures(parts, results, row["key"], "uar", emotions).shape[0])
+        done = row_figures(parts, results, row["key"], "uar", emotions)
+        record["folds"], record["emotions"] = int(done.shape[0]), int(done.shape[1])
         record["note"] = "; ".join(notes)
         records.append(record)
     return pd.DataFrame(records).set_index("key")
@@ -309,7 +310,12 @@ def zeta_table(parts, results, emotions, zetas):
 
 
 def ordering(table):
-    """Whether each group of Table 1 beats the one before on mean UAR: [(group, mean UAR, holds)]."""
+    """Whether each group of Table 1 beats the one before on mean UAR: [(group, mean UAR, holds)].
+
+    Only rows with every emotion's runs count (a row still running is left out).
+    """
+    if "emotions" in table:
+        table = table[table["emotions"] == table["emotions"].max()]
     steps, previous = [], None
     for group, keys in ORDER:
         values = table.loc[[k for k in keys if k in table.index], "UAR"].dropna()

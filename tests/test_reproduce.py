@@ -92,6 +92,9 @@ def test_the_ordering_check_compares_group_means():
                          index=["compare-svm", "egemaps-svm", "acrnn-2d", "acrnn-2d-llf-3d", "msir-ce", "msir"])
     assert ordering(table) == [("SVM baselines", 61.0, None), ("one branch", 70.0, True),
                                ("two branches", 75.0, True), ("MSIR (w/o FL)", 74.0, False), ("MSIR", 73.0, False)]
+    # A row with fewer emotions' runs than the others (still running) does not count.
+    table["emotions"] = [4, 4, 4, 2, 4, 4]
+    assert [group for group, _, _ in ordering(table)] == ["SVM baselines", "one branch", "MSIR (w/o FL)", "MSIR"]
 
 
 def _iemocap(tmp_path):
@@ -113,6 +116,7 @@ def test_svm_rows_on_an_iemocap_tree_then_a_restart_reuses_them(tmp_path, capsys
     assert main(args) == 0
     table = pd.read_csv(out / "table1.csv", index_col="key")
     assert list(table.index) == ["compare-svm", "egemaps-svm"] and list(table["folds"]) == [1, 1]
+    assert list(table["emotions"]) == [2, 2]
     # Table 1's UAR is the mean over the emotions' runs (session 5 is the one test fold).
     for key in table.index:
         figures = [json.loads((out / "runs" / key / e / "metrics.json").read_text())["mean"]["uar"]
