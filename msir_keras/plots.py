@@ -52,13 +52,13 @@ def plot_detection_confusions(matrices, path, title=""):
     `matrices` maps an emotion to its (negative, positive) confusion.
     """
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(matrices), figsize=(2.9 * len(matrices) + 0.8, 3.3), dpi=120, squeeze=False)
+    figure, axes = plt.subplots(1, len(matrices), figsize=(3.4 * len(matrices) + 0.8, 3.3), dpi=120, squeeze=False)
     for letter, ax, (emotion, matrix) in zip("abcdefghij", axes[0], matrices.items()):
         image = draw_confusion(ax, matrix, [f"not {emotion}", emotion])
         ax.set_title(f"({letter}) {emotion}", fontsize=10)
         if letter != "a":
             ax.set_ylabel("")
-    figure.subplots_adjust(wspace=0.5)
+    figure.subplots_adjust(wspace=0.75)
     figure.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02, label="recall (row share)")
     figure.suptitle(title, fontsize=10)
     figure.savefig(path, bbox_inches="tight")
@@ -86,8 +86,13 @@ def plot_grouped_bars(series, path, ylabel, title=""):
         positions = np.arange(len(groups)) + (index - (len(series) - 1) / 2) * width
         bars = axes.bar(positions, means, width, yerr=spread, capsize=3, label=name,
                         color=colours[index % len(colours)], edgecolor="black", linewidth=0.5)
-        axes.bar_label(bars, labels=[f"{v:.1f}" for v in means], padding=2, fontsize=8)
+        # Inside the bar, where no whisker covers it.
+        axes.bar_label(bars, labels=[f"{v:.1f}" for v in means], label_type="center", fontsize=8,
+                       color="white" if index % 2 else "black")
     axes.set_xticks(range(len(groups)), groups)
+    folds = len(next(iter(series.values())))
+    axes.set_xlabel(f"target emotion (bars: mean over {folds} test fold{'s' if folds > 1 else ''}"
+                    + ("; whiskers: standard deviation)" if folds > 1 else ")"), fontsize=9)
     axes.set_ylabel(ylabel)
     axes.set_ylim(0, 105)
     axes.grid(axis="y", alpha=0.3)
