@@ -374,7 +374,7 @@ def write_outputs(base, rows, parts, results, out, emotions, zetas, log=print):
     if "zeta" in tables:
         figures["fig5"] = plots.plot_zeta(tables["zeta"], os.path.join(out, "fig5_zeta.png"),
                                           title="Fig. 5: UAR against the focal weighting zeta (theta = 2)")
-    report = report_markdown(base, rows, parts, results, tables, figures, out, emotions)
+    report = report_markdown(base, parts, results, tables, figures, out, emotions)
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write(report)
     log(_markdown(tables["table1"].drop(columns=["note"])))
@@ -394,10 +394,9 @@ def _summed_confusion(folder, emotion):
     return total
 
 
-def report_markdown(base, rows, parts, results, tables, figures, out, emotions):
+def report_markdown(base, parts, results, tables, figures, out, emotions):
     """report.md: what ran, how, the tables against the paper's, the figures, and the paper's ordering."""
-    folds = sorted({f for p in parts if p.folder in results
-                    for f in _folds_of(os.path.join(p.folder, "metrics.json"), p.emotion)})
+    folds = sorted({f for p in parts if p.folder in results for f in results[p.folder]["emotions"][p.emotion]["folds"]})
     w2v = "off (rows that need it are skipped, MSIR runs without it)" if base.wav2vec2 is None else base.wav2vec2
     lines = [
         f"# The paper's tables on {base.corpus}",
@@ -438,10 +437,3 @@ def report_markdown(base, rows, parts, results, tables, figures, out, emotions):
     if skipped:
         lines += ["", "## Not run here", ""] + [f"- {row}: {note}" for row, note in skipped]
     return "\n".join(lines) + "\n"
-
-
-def _folds_of(path, emotion):
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return list(json.load(handle)["emotions"][emotion]["folds"])
