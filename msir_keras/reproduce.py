@@ -182,11 +182,7 @@ def finished_part(part, overwrite=False):
 
 
 def run_part(part, log=print, overwrite=False, verbose=0):
-    """A part's metrics.json: read from its finished run folder, else trained and tested now."""
-    metrics = finished_part(part, overwrite)
-    if metrics is not None:
-        log(f"{part.row} / {part.emotion}: finished before, reused ({part.folder})")
-        return metrics
+    """Trains and tests a part now (resuming its `.partial` folder); returns its metrics.json."""
     from msir_keras.experiment import run_experiment
 
     log(f"{part.row} / {part.emotion}: training -> {part.folder}" + (f" ({part.note})" if part.note else ""))
@@ -217,10 +213,13 @@ def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, lo
         raise ConfigError(f"--emotions: {unknown} are not among the paper's {', '.join(FOUR_CLASSES)}")
     os.makedirs(out, exist_ok=True)
     parts = plan(base, rows, list(emotions), out, zetas)
-    for part in parts:  # a run folder of another configuration is refused before any row trains
-        if part.config is not None:
-            finished_part(part, overwrite)
     results = {}
+    for part in parts:  # finished runs are read once; another configuration's is refused before any row trains
+        if part.config is not None and part.folder not in results:
+            metrics = finished_part(part, overwrite)
+            if metrics is not None:
+                results[part.folder] = metrics
+                log(f"{part.row} / {part.emotion}: finished before, reused ({part.folder})")
     for part in parts:
         if part.config is None:
             log(f"{part.row} / {part.emotion}: {part.note}")
@@ -228,8 +227,6 @@ def reproduce(base, out, rows=None, emotions=FOUR_CLASSES, zetas=PAPER_ZETAS, lo
             continue
         elif train:
             results[part.folder] = run_part(part, log, overwrite, verbose)
-        elif finished_part(part) is not None:
-            results[part.folder] = finished_part(part)
         else:
             log(f"{part.row} / {part.emotion}: not run yet")
     return write_outputs(base, rows, parts, results, out, list(emotions), zetas, log)
@@ -273,14 +270,13 @@ def table1(rows, parts, results, emotions):
         if waiting:
             notes.append("not run yet: " + ", ".join(waiting))
         record = {"key": row["key"], "row": row["name"]}
-        for figure in ("uar", "f1"):
-            frame = row_figures(parts, results, row["key"], figure, emotions)
+        frames = {figure: row_figures(parts, results, row["key"], figure, emotions) for figure in ("uar", "f1")}
+        for figure, frame in frames.items():
             mean, std = _mean_std(frame) if not frame.empty else (np.nan, np.nan)
             paper = row.get("paper", {}).get(figure, np.nan)
             record.update({f"{figure.upper()}": mean, f"{figure.upper()} std": std,
                            f"paper {figure.upper()}": paper, f"Δ{figure.upper()}": mean - paper})
-        done = row_figures(parts, results, row["key"], "uar", emotions)
-        record["folds"], record["emotions"] = int(done.shape[0]), int(done.shape[1])
+        record["folds"], record["emotions"] = (int(n) for n in frames["uar"].shape)
         record["note"] = "; ".join(notes)
         records.append(record)
     return pd.DataFrame(records).set_index("key")
