@@ -205,6 +205,10 @@ def _config_flags(training=True):
         ("--jit-compile", "jit_compile", dict(action="store_const", const=True, help="XLA")),
         ("--tensorboard", "tensorboard", dict(action="store_const", const=True,
                                               help="TensorBoard logs per fold and trial in the run folder")),
+        ("--no-savedmodel", "savedmodel", dict(action="store_const", const=False,
+                                               help="no TensorFlow SavedModel (serving/) beside each fold's "
+                                               "model.keras; prediction then loads model.keras",
+                                               default_text="written")),
     ]
     if training:
         flags += [

@@ -19,7 +19,7 @@ MODELS = ("msir", "svm-compare", "svm-egemaps")
 TASKS = ("classification", "detection")
 EMOTIONS = ("four", "all")  # the classes: angry, happy, neutral, sad; or every label of the corpus
 SPLITS = ("speakers", "session", "loso")
-PRESETS = ("small", "paper")
+PRESETS = ("small", "paper", "tiny")  # MSIR sizes; "tiny" is for tests of plumbing
 BRANCHES = ("cr", "lld", "w2v")
 LOSSES = ("focal", "crossentropy")
 VALIDATION_BY = ("utterances", "speakers")
@@ -57,7 +57,7 @@ class ExperimentConfig:
             or "all" (every label the corpus has, e.g. EmoDB's seven;
             classification only, in alphabetical order).
         model: "msir", "svm-compare" or "svm-egemaps".
-        preset: "small" or "paper" (MSIR sizes).
+        preset: "small", "paper" or "tiny" (MSIR sizes; `msir_keras.model.PRESETS`).
         branches: tuple of "cr", "lld", "w2v".
         model_options: dict. MSIR arguments over the preset.
         logmel, lld: dict. Extractor settings over the defaults (e.g.
@@ -89,6 +89,11 @@ class ExperimentConfig:
         precision: "float32" or "mixed_float16" (GPU; the softmax stays float32).
         jit_compile: bool. XLA-compile the training step.
         tensorboard: bool. TensorBoard logs per fold (and per trial) in the run folder.
+        savedmodel: bool, defaults to True. Write a TensorFlow SavedModel
+            (`serving/`) beside each fold's model.keras: `msir predict`
+            loads it without tracing the model again (seconds faster in a
+            new process). False saves the time it takes to write; the
+            model.keras file serves prediction as well.
         speeds: tuple of float, defaults to () (off). Speed perturbation
             (MSIR): each training utterance is also played at these speeds
             (e.g. 0.9, 1.1), extracted once into the store and added to the
@@ -142,6 +147,7 @@ class ExperimentConfig:
     precision: str = "float32"
     jit_compile: bool = False
     tensorboard: bool = False
+    savedmodel: bool = True
     speeds: tuple = ()
     label_smoothing: float = 0.0
     lr_schedule: str = "constant"

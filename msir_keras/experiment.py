@@ -306,10 +306,11 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
-        from msir_keras.export import SERVING, export_model
+        if config.savedmodel:
+            from msir_keras.export import SERVING, export_model
 
-        # A SavedModel beside it: `msir predict` loads it without tracing the model again.
-        export_model(model, os.path.join(folder, SERVING))
+            # A SavedModel beside it: `msir predict` loads it without tracing the model again.
+            export_model(model, os.path.join(folder, SERVING))
         statistics = model.get_normalization()
         with open(os.path.join(folder, "normalization.json"), "w") as handle:
             json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},

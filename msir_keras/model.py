@@ -41,6 +41,17 @@ PRESETS = {
         dense_units=(32,),
         dropout=0.3,
     ),
+    # For tests of plumbing (shapes, saving, the CLI, resume, bad input): the
+    # same structure with a few thousand weights; it learns little.
+    "tiny": dict(
+        conv_filters=(4, 8),
+        cr_dense_units=8,
+        cr_lstm_units=4,
+        lld_lstm_units=4,
+        w2v_lstm_units=4,
+        dense_units=(8,),
+        dropout=0.3,
+    ),
 }
 
 
@@ -246,7 +257,7 @@ class MSIR(keras.Model):
 
     @classmethod
     def from_preset(cls, preset="paper", **overrides):
-        """Builds a model from a preset ("paper" or "small") with `overrides` on top."""
+        """Builds a model from a preset ("paper", "small" or "tiny") with `overrides` on top."""
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         return cls(**{**PRESETS[preset], **overrides})
