@@ -2,13 +2,27 @@ import keras
 import numpy as np
 import pytest
 
-from msir_keras.layers import AttentionPooling, BiLSTM, FrameLengths, MaskFrames, PooledLengths, Standardize, sequence_mask
+from keras_objects import run_layer_test, run_loss_test, run_metric_test
+
+from msir_keras.augment import FeatureMasks
+from msir_keras.layers import (
+    AttentionPooling,
+    BiLSTM,
+    FrameLengths,
+    MaskFrames,
+    MaskFromLengths,
+    PooledLengths,
+    Standardize,
+    sequence_mask,
+)
+from msir_keras.losses import FocalLoss
+from msir_keras.metrics import UnweightedAverageRecall
 
 RNG = np.random.default_rng(2)
 
 
-def run_layer_test(layer, inputs, call_kwargs=None):
-    """Config round trip, then the same output from the rebuilt layer with the same weights."""
+def rebuilt_output(layer, inputs, call_kwargs=None):
+    """The layer's output, checked equal to a rebuilt layer's with the same weights."""
     call_kwargs = call_kwargs or {}
     output = layer(inputs, **call_kwargs)
     again = type(layer).from_config(layer.get_config())
@@ -23,7 +37,7 @@ def test_frame_lengths_from_right_padding():
     x[0, :6] = 1.0
     x[1, :2] = 1.0
     x[1, 3, 0, 1] = -2.0  # a frame with one non-zero value still counts
-    assert run_layer_test(FrameLengths(), x).tolist() == [6, 4, 1]  # all-zero: 1, never empty
+    assert rebuilt_output(FrameLengths(), x).tolist() == [6, 4, 1]  # all-zero: 1, never empty
 
 
 def test_mask_frames_and_pooled_lengths():
@@ -41,7 +55,7 @@ def test_attention_pooling_matches_the_equation_and_ignores_padding():
     h = RNG.normal(size=(2, 7, 5)).astype("float32")
     mask = np.arange(7)[None, :] < np.array([[7], [4]])
     layer = AttentionPooling()
-    out = run_layer_test(layer, h, {"padding_mask": mask})
+    out = rebuilt_output(layer, h, {"padding_mask": mask})
     w = layer.get_weights()[0][:, 0]
     for row, n in enumerate([7, 4]):
         scores = np.tanh(h[row, :n]) @ w
@@ -58,7 +72,7 @@ def test_standardize_holds_its_statistics_as_weights():
     layer.build(x.shape)
     mean, std = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 0.5])
     layer.set_statistics(mean, std)
-    np.testing.assert_allclose(run_layer_test(layer, x), (x - mean) / std, rtol=1e-6)
+    np.testing.assert_allclose(rebuilt_output(layer, x), (x - mean) / std, rtol=1e-6)
     assert not layer.trainable_weights
 
 
@@ -83,7 +97,7 @@ def test_bilstm_matches_keras_bidirectional(merge_mode):
     mask = np.asarray(sequence_mask(lengths, 7))
     x[~mask] = 0.0
     layer = BiLSTM(5, merge_mode=merge_mode)
-    output = run_layer_test(layer, x, {"mask": mask})
+    output = rebuilt_output(layer, x, {"mask": mask})
     assert output.shape == (3, 7, 10 if merge_mode == "concat" else 5)
     reference = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), merge_mode=merge_mode)
     reference(x, mask=mask)
@@ -93,3 +107,76 @@ def test_bilstm_matches_keras_bidirectional(merge_mode):
     # The backward direction reads the valid frames only: padding does not change them.
     shorter = np.asarray(layer(x[1:2, :4], mask=mask[1:2, :4]))
     np.testing.assert_allclose(shorter[0], output[1, :4], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- every registered object
+
+def _padded(batch=3, frames=6, shape=(5,), lengths=(6, 4, 1)):
+    x = RNG.normal(size=(batch, frames, *shape)).astype("float32")
+    for row, n in enumerate(lengths):
+        x[row, n:] = 0.0
+    return x, np.array(lengths, "int32")
+
+
+X, LENGTHS = _padded()
+MASK = np.asarray(sequence_mask(LENGTHS, 6))
+
+LAYER_CASES = {
+    "FrameLengths": dict(layer_cls=FrameLengths, init_kwargs={}, args=(X,), expected_output_shape=(3,),
+                         train=False),
+    "MaskFromLengths": dict(layer_cls=MaskFromLengths, init_kwargs={}, args=([LENGTHS, X],),
+                            expected_output_shape=(3, 6), train=False),
+    "MaskFrames": dict(layer_cls=MaskFrames, init_kwargs={"fill_value": 0.0}, args=(X, LENGTHS),
+                       expected_output_shape=(3, 6, 5), train=False),
+    "PooledLengths": dict(layer_cls=PooledLengths, init_kwargs={"stride": 2}, args=(LENGTHS,),
+                          expected_output_shape=(3,), train=False),
+    "Standardize": dict(layer_cls=Standardize, init_kwargs={"feature_shape": (5,)}, args=(X,),
+                        expected_output_shape=(3, 6, 5), expected_non_trainable_weights=2, train=False,
+                        prepare=lambda layer: layer.set_statistics(np.full(5, 0.5), np.full(5, 2.0))),
+    "AttentionPooling": dict(layer_cls=AttentionPooling, init_kwargs={}, args=(X,),
+                             kwargs={"padding_mask": MASK}, expected_output_shape=(3, 5),
+                             expected_trainable_weights=1),
+    "BiLSTM": dict(layer_cls=BiLSTM, init_kwargs={"units": 4, "merge_mode": "sum"}, args=(X,),
+                   kwargs={"mask": MASK}, expected_output_shape=(3, 6, 4), expected_trainable_weights=6),
+    "FeatureMasks": dict(layer_cls=FeatureMasks, init_kwargs={"time_masks": 1, "feature_masks": 1, "seed": 3},
+                         args=(X, LENGTHS), expected_output_shape=(3, 6, 5), train=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_every_registered_layer_passes_the_layer_test(name, tmp_path):
+    case = LAYER_CASES[name]
+    output = run_layer_test(**case, tmp_path=tmp_path)
+    if name == "Standardize":
+        np.testing.assert_allclose(output, (X - 0.5) / 2.0, rtol=1e-6)
+    if name == "FeatureMasks":  # outside training it changes nothing
+        np.testing.assert_array_equal(output, X)
+
+
+def _probabilities(n=8, classes=4, seed=4):
+    logits = np.random.default_rng(seed).normal(size=(n, classes)) * 2
+    return (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+
+
+def test_focal_loss_passes_the_loss_test(tmp_path):
+    labels, probabilities = np.array([0, 1, 2, 3, 0, 1, 2, 3]), _probabilities()
+    p = probabilities[np.arange(8), labels]
+    reference = float(np.mean(-0.25 * (1 - p) ** 2 * np.log(p)))  # paper eq. 7
+    run_loss_test(FocalLoss(zeta=0.25, theta=2.0), labels, probabilities, reference, tmp_path)
+
+
+def test_unweighted_average_recall_passes_the_metric_test(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels, probabilities = np.array([0, 1, 2, 3, 0, 1, 2, 2]), _probabilities()
+    expected = balanced_accuracy_score(labels, probabilities.argmax(-1))
+    run_metric_test(UnweightedAverageRecall(4), labels, probabilities, expected, tmp_path)
+
+
+def test_no_registered_object_escapes_its_test():
+    """A new registered class must join a case above (models: tests/test_model.py, test_recipe.py)."""
+    import msir_keras.model  # noqa: F401  (registers everything a saved model names)
+
+    registered = {key.split(">", 1)[1] for key in keras.saving.get_custom_objects() if key.startswith("msir_keras>")}
+    tested = set(LAYER_CASES) | {"FocalLoss", "UnweightedAverageRecall", "MSIR", "MSIREnsemble"}
+    assert registered == tested
