@@ -51,13 +51,69 @@ def tiny_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def emodb_store(tmp_path_factory, emodb):
-    """log-Mel and LLD features of EmoDB's four classes, extracted once for the session."""
-    from msir_keras.features import FeatureStore, branch_extractors
+    """The test run's one feature store: EmoDB's four classes, every extractor the tests train on.
+
+    log-Mels, LLDs and eGeMAPS functionals of the 339 files are extracted
+    here, once; the session runs add the tiny wav2vec 2.0 features of their
+    manifest's files, and a few tests other files (other labels, speeds),
+    each computed once for the whole test run.
+    """
+    from msir_keras.features import FeatureStore, baseline_extractor, branch_extractors
 
     store = FeatureStore(str(tmp_path_factory.mktemp("store")))
-    summary = store.extract(emodb.utterances["path"], list(branch_extractors().values()))
+    extractors = list(branch_extractors().values()) + [baseline_extractor("egemaps")]
+    summary = store.extract(emodb.utterances["path"], extractors, workers=2)  # both cores, on any machine
     assert not summary.failed
     return store
+
+
+@pytest.fixture(scope="session")
+def emodb_manifest(tmp_path_factory, emodb):
+    """Four EmoDB speakers (two female, two male), four utterances of each class each: 64 files as a manifest."""
+    table = emodb.utterances
+    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(4)
+    path = tmp_path_factory.mktemp("manifest") / "corpus.csv"
+    table[["path", "label", "speaker", "gender"]].to_csv(path, index=False)
+    return str(path)
+
+
+# The artefact kinds a user gets from `msir train`, each trained once per test run on the
+# manifest above with the `tiny` preset (two folds): the tests of predict, export, evaluate,
+# compare and the fresh-process loading read these run folders instead of training their own
+# (a test that writes into one, as `msir evaluate` does, writes its own subfolder).
+RUN_KINDS = {
+    # Focal loss, the small-data recipe (its feature masks are in the saved models), log-Mels and
+    # LLDs; the one kind that keeps its SavedModels (what `msir predict` loads first).
+    "classification": ("--wav2vec2", "off", "--recipe", "small-data"),
+    # The others train the first of the two folds only.
+    "detection": ("--wav2vec2", "off", "--branches", "lld", "--task", "detection", "--emotion", "sad",
+                  "--emotion", "angry", "--max-folds", "1", "--no-savedmodel"),
+    "ensemble": ("--wav2vec2", "off", "--branches", "lld", "--loss", "crossentropy", "--ensemble", "2",
+                 "--max-folds", "1", "--no-savedmodel"),
+    # All three branches, the wav2vec one on a tiny random checkpoint; two epochs, dropout 0.4.
+    "wav2vec": ("--epochs", "2", "--dropout", "0.4", "--max-folds", "1", "--no-savedmodel"),
+}
+
+
+@pytest.fixture(scope="session")
+def runs(request, tmp_path_factory, emodb_manifest, emodb_store):
+    """{kind: run folder} of RUN_KINDS, each trained (in this process) when a test first asks for it."""
+    from msir_keras.cli import main
+
+    class Runs(dict):
+        def __missing__(self, kind):
+            options = RUN_KINDS[kind]
+            if kind == "wav2vec":
+                options = ("--wav2vec2", request.getfixturevalue("tiny_wav2vec2"), *options)
+            out = tmp_path_factory.mktemp("runs") / kind
+            status = main(["train", "--corpus", "manifest", "--root", emodb_manifest, "--preset", "tiny",
+                           "--folds", "2", "--epochs", "1", "--batch-size", "16", "--store", emodb_store.root,
+                           "--out", str(out), *options])
+            assert status == 0, f"the session's {kind} run failed"
+            self[kind] = out
+            return out
+
+    return Runs()
 
 
 def write_wav(path, signal, rate=16000, subtype="PCM_16"):

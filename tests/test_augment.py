@@ -50,8 +50,8 @@ def test_a_model_with_masks_predicts_as_the_same_weights_without_them(tmp_path):
     for name in batch:
         for row, n in enumerate(lengths):
             batch[name][row, :n] = RNG.normal(size=(n, *batch[name].shape[2:]))
-    plain = MSIR.from_preset("small", branches=("cr", "lld"))
-    masked = MSIR.from_preset("small", branches=("cr", "lld"), time_masks=2, feature_masks=2)
+    plain = MSIR.from_preset("tiny", branches=("cr", "lld"))
+    masked = MSIR.from_preset("tiny", branches=("cr", "lld"), time_masks=2, feature_masks=2)
     assert not plain.weights or len(plain.weights) == len(masked.weights)
     masked.set_weights(plain.get_weights())
     expected = plain.predict(batch, verbose=0)
@@ -112,7 +112,7 @@ def test_copies_only_of_training_utterances_computed_once(emodb_root, emodb_stor
     table[["path", "label", "speaker", "gender"]].to_csv(manifest, index=False)
     store = tmp_path / "store"
     config = ExperimentConfig(corpus="manifest", root=str(manifest), wav2vec2=None, branches=("lld",),
-                              store=str(store), n_folds=2, speeds=(0.9, 1.1))
+                              store=str(store), preset="tiny", n_folds=2, speeds=(0.9, 1.1))
     table, data, folds, _ = prepare(config, log=lambda *_: None)
     fold = folds[0]
     labels, _ = target_labels(config, table, "classification")

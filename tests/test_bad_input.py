@@ -51,23 +51,18 @@ def call(ctx, case, capsys):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, emodb):
-    """Four EmoDB speakers, a few utterances per class each, as a manifest; and a trained run on it."""
-    folder = tmp_path_factory.mktemp("bad-input")
-    table = emodb.utterances
-    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(3)
-    manifest = folder / "corpus.csv"
-    table[["path", "label", "speaker", "gender"]].to_csv(manifest, index=False)
-    return types.SimpleNamespace(folder=folder, manifest=manifest, table=table)
+def corpus(tmp_path_factory, emodb_manifest):
+    """The session's manifest (four EmoDB speakers, four utterances per class each) and a folder for cases."""
+    import pandas as pd
+
+    return types.SimpleNamespace(folder=tmp_path_factory.mktemp("bad-input"), manifest=emodb_manifest,
+                                 table=pd.read_csv(emodb_manifest))
 
 
 @pytest.fixture(scope="module")
-def trained(corpus, emodb_store):
-    run = corpus.folder / "run"
-    assert main([str(a) for a in ("train", "--corpus", "manifest", "--root", corpus.manifest, "--wav2vec2", "off",
-                                  "--branches", "lld", "--folds", "2", "--epochs", "1", "--batch-size", "16",
-                                  "--store", emodb_store.root, "--out", run)]) == 0
-    return run
+def trained(runs):
+    """The session's classification run (tiny preset, two folds, SavedModels beside the .keras files)."""
+    return runs["classification"]
 
 
 @pytest.fixture
@@ -128,11 +123,12 @@ TRAIN = [
 def test_a_run_is_rerun_from_its_config_with_changes(ctx, trained, capsys):
     out = ctx.tmp / "again"
     assert main(["train", "--config", str(trained / "config.json"), "--set", "weight_decay=1e-4",
-                 "--epochs", "2", "--out", str(out)]) == 0
+                 "--epochs", "2", "--max-folds", "1", "--no-savedmodel", "--out", str(out)]) == 0
     before, after = (json.loads((folder / "config.json").read_text()) for folder in (trained, out))
-    assert after["model_options"] == {"weight_decay": 1e-4} and after["epochs"] == 2
-    assert {k: v for k, v in after.items() if k not in ("model_options", "epochs")} == \
-        {k: v for k, v in before.items() if k not in ("model_options", "epochs")}
+    assert after["model_options"] == {**before["model_options"], "weight_decay": 1e-4}
+    assert (after["epochs"], after["max_folds"], after["savedmodel"]) == (2, 1, False)
+    changed = ("model_options", "epochs", "max_folds", "savedmodel")
+    assert {k: v for k, v in after.items() if k not in changed} == {k: v for k, v in before.items() if k not in changed}
 
 
 @pytest.mark.parametrize("case", TRAIN, ids=repr)
@@ -142,7 +138,8 @@ def test_train_refuses_bad_input(case, ctx, capsys):
 
 def _run_two_folds(ctx):
     return ["run", "--corpus", "manifest", "--root", ctx.corpus.manifest, "--wav2vec2", "off", "--folds", "2",
-            "--epochs", "1", "--batch-size", "16", "--store", ctx.store, "--out", ctx.tmp / "run"]
+            "--preset", "tiny", "--epochs", "1", "--batch-size", "16", "--no-savedmodel", "--store", ctx.store,
+            "--out", ctx.tmp / "run"]
 
 
 def _two_folds_written(ctx, output):
@@ -153,7 +150,8 @@ def _two_folds_written(ctx, output):
 
 RUN = [
     Case("folds-1", lambda c: ["run", "--corpus", "emodb", "--root", c.emodb, "--folds", "1"], 2, ("--folds",)),
-    Case("four-speakers-two-folds", _run_two_folds, 0, ("run folder",), _two_folds_written),
+    pytest.param(Case("four-speakers-two-folds", _run_two_folds, 0, ("run folder",), _two_folds_written),
+                 marks=pytest.mark.slow, id="four-speakers-two-folds"),
 ]
 
 
@@ -168,7 +166,8 @@ def test_a_crashed_run_resumes_its_finished_folds_and_replaces_nothing(ctx, trai
     out = ctx.tmp / "run"
     shutil.copytree(trained, out)
     before = (out / "metrics.json").read_text()
-    args = _train(ctx, "--branches", "lld", "--folds", "2", "--epochs", "2", "--batch-size", "16", "--overwrite")
+    args = _train(ctx, "--branches", "lld", "--preset", "tiny", "--folds", "2", "--epochs", "2", "--batch-size", "16",
+                  "--no-savedmodel", "--overwrite")
     calls = []
     real = experiment.run_fold
 

@@ -6,13 +6,18 @@ import pandas as pd
 import pytest
 
 from msir_keras.cli import main
-from msir_keras.experiment import ExperimentConfig, prepare, run_experiment, target_labels, train_msir
+from msir_keras.experiment import ExperimentConfig, prepare, target_labels, train_msir
 from msir_keras.metrics import uar
 
 
 def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
+    """The main job's model (`small`, log-Mels + LLDs) on one EmoDB fold, eight training speakers, three epochs.
+
+    The one test of learning on real audio; the five-fold main job's figures are in the README.
+    """
     config = ExperimentConfig(
-        corpus="emodb", root=emodb_root, wav2vec2=None, store=emodb_store.root, epochs=15, patience=15
+        corpus="emodb", root=emodb_root, wav2vec2=None, store=emodb_store.root, epochs=3, patience=3,
+        batch_size=16,
     )
     table, data, folds, _ = prepare(config, log=lambda *_: None)
     labels, names = target_labels(config, table, "classification")
@@ -20,17 +25,17 @@ def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
     model, history = train_msir(config, data, fold, labels, names, "classification")
     predicted = data.subset(fold.test).predict(model).argmax(-1)
     score = uar(labels[fold.test], predicted, 4)
-    assert score > 0.45, f"test UAR {score:.3f} (chance 0.25)"
+    assert score > 0.5, f"test UAR {score:.3f} (chance 0.25)"  # 0.743 here
     # The kept weights are those of the best validation epoch.
     best = history["val_uar"].max()
     valid = data.subset(fold.validation)
     assert uar(labels[fold.validation], valid.predict(model).argmax(-1), 4) == pytest.approx(best)
 
 
-def test_svm_baseline_run_on_emodb_folds(emodb_root, tmp_path):
+def test_svm_baseline_run_on_emodb_folds(emodb_root, emodb_store, tmp_path):
     out = tmp_path / "svm"
     args = ["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-egemaps",
-            "--store", str(tmp_path / "store"), "--out", str(out)]
+            "--store", emodb_store.root, "--out", str(out)]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["folds"]) == 5
@@ -42,30 +47,15 @@ def test_svm_baseline_run_on_emodb_folds(emodb_root, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_manifest(tmp_path_factory, emodb):
-    """Four EmoDB speakers (two female, two male): a corpus brought as a CSV manifest."""
-    table = emodb.utterances
-    table = table[table["speaker"].isin(["03", "08", "09", "10"])]
-    path = tmp_path_factory.mktemp("manifest") / "corpus.csv"
-    table[["path", "label", "speaker", "gender"]].to_csv(path, index=False)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def three_branch_run(tmp_path_factory, small_manifest, tiny_wav2vec2):
-    out = tmp_path_factory.mktemp("run") / "msir"
-    store = tmp_path_factory.mktemp("store")
-    args = ["train", "--corpus", "manifest", "--root", small_manifest, "--wav2vec2", tiny_wav2vec2,
-            "--folds", "2", "--epochs", "2", "--batch-size", "16", "--dropout", "0.4",
-            "--store", str(store), "--out", str(out)]
-    assert main(args) == 0
-    return out, store
+def three_branch_run(runs, emodb_store):
+    """The session's run of all three branches (wav2vec 2.0 on a tiny random checkpoint), and its store."""
+    return runs["wav2vec"], emodb_store.root
 
 
 def test_run_folder_holds_everything_a_user_needs(three_branch_run):
     out, _ = three_branch_run
     config = ExperimentConfig.load(out / "config.json")
-    assert config.branches == ("cr", "lld", "w2v")
+    assert config.branches == ("cr", "lld", "w2v") and config.preset == "tiny"
     assert config.model_options == {"dropout": 0.4}
     fold_name = sorted(os.listdir(out / "classification"))[0]
     from msir_keras.export import LoadedModel
@@ -90,26 +80,24 @@ def test_evaluate_recomputes_the_runs_figures(three_branch_run, capsys):
         assert again["folds"][fold]["uar"] == pytest.approx(figures["uar"])
 
 
-def test_export_and_predict_agree_with_the_run(three_branch_run, emodb_root, tmp_path, capsys):
+def test_predict_reproduces_the_runs_test_predictions(three_branch_run, emodb_manifest, capsys):
+    """Export and prediction from the export: tests/test_fresh_process.py, on this same run."""
     out, _ = three_branch_run
-    wavs = [os.path.join(emodb_root, "wav", name) for name in ("03a01Wa.wav", "08a01Na.wav")]
+    table = pd.read_csv(emodb_manifest)
+    wavs = [table[table["speaker"] == speaker]["path"].iloc[0] for speaker in (3, 10)]
     assert main(["predict", *wavs, "--model", str(out), "--json"]) == 0
     from_run = pd.DataFrame(json.loads(capsys.readouterr().out))
-    assert main(["export", str(out), "--out", str(tmp_path / "export")]) == 0
-    capsys.readouterr()
-    assert main(["predict", *wavs, "--model", str(tmp_path / "export"), "--json"]) == 0
-    from_export = pd.DataFrame(json.loads(capsys.readouterr().out))
     columns = [f"p_{e}" for e in ("angry", "happy", "neutral", "sad")]
-    np.testing.assert_allclose(from_export[columns], from_run[columns], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(from_run[columns].sum(axis=1), 1.0, rtol=1e-5)
     assert set(from_run["predicted"]) <= {"angry", "happy", "neutral", "sad"}
-    # The model's features come from its own settings: its stored predictions are reproduced.
-    fold = sorted(os.listdir(out / "classification"))[0]
-    stored = pd.read_csv(out / "classification" / fold / "predictions.csv").set_index("path")
-    assert main(["predict", wavs[0], "--model", str(out), "--fold", fold, "--json"]) == 0
-    single = json.loads(capsys.readouterr().out)[0]
-    if wavs[0] in stored.index:
-        assert single["p_angry"] == pytest.approx(stored.loc[wavs[0], "p_angry"], rel=1e-4, abs=1e-5)
+    # The model's features come from its own settings: each fold's stored test predictions are reproduced.
+    for fold in sorted(os.listdir(out / "classification")):
+        stored = pd.read_csv(out / "classification" / fold / "predictions.csv").set_index("path")
+        tested = [w for w in wavs if w in stored.index]
+        assert len(tested) == 1  # speakers 03 and 10 (both male) are tested in different folds
+        assert main(["predict", tested[0], "--model", str(out), "--fold", fold, "--json"]) == 0
+        single = json.loads(capsys.readouterr().out)[0]
+        assert single["p_angry"] == pytest.approx(stored.loc[tested[0], "p_angry"], rel=1e-4, abs=1e-5)
 
 
 def test_predict_errors_name_the_file(three_branch_run, tmp_path, capsys):
@@ -124,37 +112,25 @@ def test_predict_errors_name_the_file(three_branch_run, tmp_path, capsys):
     assert "no model here" in capsys.readouterr().err
 
 
-def test_detection_task_writes_one_detector_per_emotion(small_manifest, emodb_store, tmp_path):
-    config = ExperimentConfig(
-        corpus="manifest", root=small_manifest, task="detection", targets=("sad", "angry"),
-        wav2vec2=None, branches=("lld",), epochs=1, n_folds=2, batch_size=16, store=emodb_store.root,
-    )
-    metrics = run_experiment(config, str(tmp_path), log=lambda *_: None)
+def test_detection_task_writes_one_detector_per_emotion(runs):
+    out = runs["detection"]
+    metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["emotions"]) == {"sad", "angry"}
     assert set(metrics["mean"]) >= {"uar", "sensitivity", "specificity", "f1"}
-    fold = sorted(os.listdir(tmp_path / "sad"))[0]
-    report = json.loads((tmp_path / "sad" / fold / "metrics.json").read_text())
+    fold = sorted(os.listdir(out / "sad"))[0]
+    report = json.loads((out / "sad" / fold / "metrics.json").read_text())
     assert np.array(report["confusion"]).shape == (2, 2)
     from msir_keras.model import load_model
 
-    loss = load_model(str(tmp_path / "sad" / fold / "model.keras")).loss
+    loss = load_model(str(out / "sad" / fold / "model.keras")).loss
     assert loss.zeta == [pytest.approx(0.35), pytest.approx(0.65)]  # the paper's zeta for sad
 
 
 @pytest.mark.slow
-def test_main_job_on_emodb_beats_chance_by_far(emodb_root, tmp_path):
-    out = tmp_path / "run"
-    assert main(["run", "--corpus", "emodb", "--root", emodb_root, "--wav2vec2", "off",
-                 "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["folds"]) == 5 and metrics["mean"]["uar"] > 0.6
-
-
-@pytest.mark.slow
-def test_compare_svm_baseline_on_emodb(emodb_root, tmp_path):
+def test_compare_svm_baseline_on_emodb(emodb_root, emodb_store, tmp_path):
     out = tmp_path / "svm"
     assert main(["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-compare",
-                 "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+                 "--store", emodb_store.root, "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["mean"]["uar"] > 0.75
 
 
@@ -181,8 +157,8 @@ def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_
     assert len(seven) == 7
     out = tmp_path / "run"
     assert main(["train", "--corpus", "manifest", "--root", str(manifest), "--emotions", "all", "--wav2vec2", "off",
-                 "--branches", "lld", "--folds", "2", "--max-folds", "1", "--epochs", "2", "--batch-size", "16",
-                 "--store", emodb_store.root, "--out", str(out)]) == 0
+                 "--branches", "lld", "--preset", "tiny", "--folds", "2", "--max-folds", "1", "--epochs", "2",
+                 "--batch-size", "16", "--no-savedmodel", "--store", emodb_store.root, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     name = next(iter(metrics["folds"]))
     fold = json.loads((out / "classification" / name / "metrics.json").read_text())
@@ -201,13 +177,13 @@ def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_
     assert again["mean"]["uar"] == pytest.approx(metrics["mean"]["uar"])
 
 
-def test_cross_corpus_tests_every_fold_model_and_their_average(three_branch_run, emodb, tmp_path):
+def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store, emodb, tmp_path):
     """A two-fold run tested on one speaker of another corpus: no folds are made there."""
     from sklearn.metrics import balanced_accuracy_score
 
     from msir_keras.export import Detector
 
-    out, store = three_branch_run
+    out, store = runs["classification"], emodb_store.root
     table = emodb.utterances
     other = table[table["speaker"] == "11"][["path", "label", "speaker"]]
     manifest = tmp_path / "speaker11.csv"
@@ -223,16 +199,16 @@ def test_cross_corpus_tests_every_fold_model_and_their_average(three_branch_run,
         balanced_accuracy_score(other["label"], predicted), abs=1e-9)
 
 
-def test_a_session_split_iemocap_run_is_evaluated_on_emodb(tmp_path, small_manifest, emodb_store):
+def test_a_session_split_iemocap_run_is_evaluated_on_emodb(tmp_path, emodb_manifest, emodb_store):
     from iemocap_tree import build_iemocap
 
     root = tmp_path / "IEMOCAP_full_release"
     build_iemocap(str(root))
     run = tmp_path / "iemocap-run"
     assert main(["train", "--corpus", "iemocap", "--root", str(root), "--split", "session", "--task", "detection",
-                 "--emotion", "angry", "--branches", "lld", "--wav2vec2", "off", "--epochs", "1",
-                 "--store", emodb_store.root, "--out", str(run)]) == 0
-    assert main(["evaluate", str(run), "--corpus", "manifest", "--root", small_manifest,
+                 "--emotion", "angry", "--branches", "lld", "--wav2vec2", "off", "--preset", "tiny", "--epochs", "1",
+                 "--no-savedmodel", "--store", emodb_store.root, "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--corpus", "manifest", "--root", emodb_manifest,
                  "--store", emodb_store.root]) == 0
     metrics = json.loads((run / "evaluation-manifest-corpus" / "metrics.json").read_text())
     assert list(metrics["emotions"]["angry"]["folds"]) == ["test-session-5"]

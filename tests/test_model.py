@@ -25,7 +25,7 @@ def _inputs(lengths, w2v_dim=16, lld_dim=195):
 
 
 def _small(**options):
-    model = MSIR.from_preset("small", w2v_dim=16, **options)
+    model = MSIR.from_preset("tiny", w2v_dim=16, **options)
     model.set_normalization({
         name: (RNG.normal(size=shape).astype("float32"), RNG.uniform(0.5, 2, size=shape).astype("float32"))
         for name, shape in model.feature_shapes().items()
@@ -74,7 +74,12 @@ def test_paper_preset_has_the_paper_sizes():
 
 
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
+    from msir_keras.losses import FocalLoss
+    from msir_keras.metrics import UnweightedAverageRecall
+
     model = _small(class_names=["angry", "happy", "neutral", "sad"], feature_config={"lld": {"x": 1}})
+    # Compiled as a run saves it: the file names the FocalLoss and the UAR metric.
+    model.compile(optimizer="adam", loss=FocalLoss(zeta=0.25), metrics=[UnweightedAverageRecall(4)])
     batch = _inputs([45, 30])
     expected = np.asarray(model(batch))
     path = str(tmp_path / "model.keras")
@@ -85,12 +90,12 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
         f"m = keras.saving.load_model({path!r});"  # registered classes: no custom_objects
         f"b = dict(np.load({str(tmp_path / 'batch.npz')!r}));"
         f"np.save({str(tmp_path / 'out.npy')!r}, np.asarray(m(b)));"
-        "print(type(m).__name__, m.class_names)"
+        "print(type(m).__name__, m.class_names, type(m.loss).__name__, m.loss.zeta)"
     )
     result = subprocess.run([sys.executable, "-c", "import msir_keras.model;" + code],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "MSIR ['angry', 'happy', 'neutral', 'sad']" in result.stdout
+    assert "MSIR ['angry', 'happy', 'neutral', 'sad'] FocalLoss 0.25" in result.stdout
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 

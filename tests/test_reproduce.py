@@ -155,8 +155,8 @@ def test_every_row_end_to_end_on_an_iemocap_tree_in_a_new_process(tmp_path, tiny
     then a restart after a crash in row 9 trains row 9 alone."""
     root, out = _iemocap(tmp_path), tmp_path / "results"
     command = [sys.executable, "-m", "msir_keras.cli", "reproduce", "--corpus", "iemocap", "--root", root,
-               "--wav2vec2", tiny_wav2vec2, "--emotions", "angry", "--zetas", "0.25,0.75", "--epochs", "1",
-               "--patience", "1", "--store", str(tmp_path / "store"), "--out", str(out)]
+               "--wav2vec2", tiny_wav2vec2, "--emotions", "angry", "--zetas", "0.25,0.75", "--preset", "tiny",
+               "--epochs", "1", "--patience", "1", "--no-savedmodel", "--store", str(tmp_path / "store"), "--out", str(out)]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]

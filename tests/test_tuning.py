@@ -18,12 +18,8 @@ from msir_keras.tuning import PAPER_LEARNING_RATES, SPACES, load_space
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory, emodb):
-    table = emodb.utterances
-    table = table[table["speaker"].isin(["03", "08", "09", "10"])].groupby(["speaker", "label"]).head(4)
-    path = tmp_path_factory.mktemp("tuning") / "corpus.csv"
-    table[["path", "label", "speaker", "gender"]].to_csv(path, index=False)
-    return str(path)
+def manifest(emodb_manifest):
+    return emodb_manifest
 
 
 @pytest.fixture
@@ -35,7 +31,8 @@ def two_rates(tmp_path):
 
 def _config(manifest, store, space, **extra):
     return ExperimentConfig(corpus="manifest", root=manifest, wav2vec2=None, branches=("lld",), store=store,
-                            n_folds=2, max_folds=1, epochs=2, batch_size=16, tune=space, **extra)
+                            preset="tiny", n_folds=2, max_folds=1, epochs=1, batch_size=16, tune=space,
+                            savedmodel=False, **extra)
 
 
 def test_the_paper_grid_is_defined_once():
@@ -76,10 +73,12 @@ def test_no_test_speaker_ever_reaches_a_trial_and_a_search_resumes(manifest, emo
     assert summary["learning_rate"].iloc[0] == trials["learning_rate"].iloc[0]  # best first
 
 
+@pytest.mark.slow
 def test_train_with_tune_writes_the_choice_per_fold(manifest, emodb_store, two_rates, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--corpus", "manifest", "--root", manifest, "--wav2vec2", "off", "--branches", "lld",
-                 "--folds", "2", "--max-folds", "1", "--epochs", "2", "--batch-size", "16",
+                 "--preset", "tiny", "--folds", "2", "--max-folds", "1", "--epochs", "1", "--batch-size", "16",
+                 "--no-savedmodel",
                  "--store", emodb_store.root, "--tune", two_rates, "--out", str(out)]) == 0
     fold = os.listdir(out / "classification")[0]
     report = json.loads((out / "classification" / fold / "metrics.json").read_text())
@@ -114,7 +113,7 @@ MIRRORED = textwrap.dedent("""
                        "logmel": [rng.normal(size=(n, 40, 2)).astype("float32") for n in lengths]},
                       rng.integers(0, 4, size=48))
     # No dropout: its random masks differ between replicas.
-    config = ExperimentConfig(wav2vec2=None, branches=("cr", "lld"), epochs=1, batch_size=16,
+    config = ExperimentConfig(wav2vec2=None, branches=("cr", "lld"), preset="tiny", epochs=1, batch_size=16,
                               model_options={"dropout": 0.0})
 
     def built(strategy):
@@ -157,6 +156,7 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_devices_matches_one_device():
     done = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -218,7 +218,8 @@ def test_a_chief_and_two_workers_run_every_trial_of_the_grid_once(manifest, emod
     space.write_text(json.dumps({"learning_rate": {"choice": rates}}))
     out = tmp_path / "search"
     args = [sys.executable, "-m", "msir_keras.cli", "tune", "--corpus", "manifest", "--root", manifest,
-            "--wav2vec2", "off", "--branches", "lld", "--folds", "2", "--epochs", "1", "--batch-size", "16",
+            "--wav2vec2", "off", "--branches", "lld", "--preset", "tiny", "--folds", "2", "--epochs", "1",
+            "--batch-size", "16",
             "--store", emodb_store.root, "--space", str(space), "--out", str(out)]
     # Two folds, two searches: the chief serves them on port and port + 1.
     cluster = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_ORACLE_IP="127.0.0.1",
