@@ -57,6 +57,36 @@ def wav_shortfall(path):
     return 0
 
 
+def wav_surplus(path):
+    """Bytes after a RIFF/WAVE file's data chunk that belong to no chunk (0 when none).
+
+    The opposite of a truncated copy: a header written before the recording
+    ended (or not updated after it) declares less audio than the file holds,
+    and libsndfile reads only what it declares. Chunks after the data (LIST,
+    id3 ...) are legal and are not counted.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        offset, after_data = 12, None
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk, length = struct.unpack("<4sI", handle.read(8))
+            if after_data is not None and not (chunk.isascii() and chunk.decode("ascii").isprintable()
+                                               and offset + 8 + length <= size):
+                return size - offset  # not a chunk: samples the header does not declare
+            if chunk == b"data":
+                if length in (0, 0xFFFFFFFF):
+                    return 0
+                after_data = offset + 8 + length
+            offset += 8 + length + (length & 1)
+        if after_data is not None and offset < size and size - offset > 1:
+            return size - offset
+    return 0
+
+
 def read_audio(path, sample_rate=SAMPLE_RATE):
     """Reads an audio file as float32 samples in [-1, 1], mono, at `sample_rate`.
 
@@ -77,7 +107,8 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
 
     Warns:
         AudioWarning: a wav whose header declares more data than the file
-            holds (a truncated copy), or a file of digital silence.
+            holds (a truncated copy) or less (a header not updated when the
+            recording ended), or a file of digital silence.
 
     Example:
     >>> signal = read_audio("../shared/data/emodb/wav/03a01Fa.wav")
@@ -93,7 +124,14 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
             path, f"unreadable audio ({error}); re-encode it as PCM wav or flac"
         ) from None
     if signal.shape[0] == 0:
-        raise AudioError(path, "the file holds no samples; remove it from the corpus")
+        signal, rate = _unsized_wav(path)  # a header whose data size was never written
+        if signal is None:
+            raise AudioError(path, "the file holds no samples; remove it from the corpus")
+        warnings.warn(AudioWarning(
+            path, f"the header's data size is 0 but {signal.shape[0] / rate:.2f} s of samples follow it (the "
+            "recorder never finalised the header); they are read as the format chunk describes them",
+        ), stacklevel=2)
+    channels = signal
     signal = signal.mean(axis=1) if signal.shape[1] > 1 else signal[:, 0]
     if rate != sample_rate:
         import audresample
@@ -115,11 +153,65 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
             path, f"truncated: the header declares {missing} more bytes of audio than the file "
             f"holds; only the first {signal.shape[0] / sample_rate:.2f} s are used (copy the file again)",
         ), stacklevel=2)
-    if not np.any(signal):
+    surplus = wav_surplus(path)
+    if surplus:
+        warnings.warn(AudioWarning(
+            path, f"the header declares less audio than the file holds: {surplus} bytes after the declared "
+            f"{signal.shape[0] / sample_rate:.2f} s are not read (its header was not updated when the recording "
+            "ended; rewrite it with `sox --ignore-length in.wav out.wav` to use them)",
+        ), stacklevel=2)
+    level = float(np.sqrt(np.mean(np.square(channels, dtype=np.float64))))
+    if channels.shape[1] > 1 and level > 0 and np.sqrt(np.mean(np.square(signal, dtype=np.float64))) < 0.01 * level:
+        warnings.warn(AudioWarning(
+            path, f"its {channels.shape[1]} channels cancel out when averaged to mono (one is the other "
+            "inverted): the mono signal is near silence; keep one channel, e.g. `sox in.wav out.wav remix 1`",
+        ), stacklevel=2)
+    elif not np.any(signal):
         warnings.warn(AudioWarning(
             path, "digital silence: every sample is 0; check the recording or remove it from the corpus",
         ), stacklevel=2)
+    elif np.ptp(signal) == 0:
+        warnings.warn(AudioWarning(
+            path, f"a constant signal (every sample {signal[0]:.4g}, a DC offset without sound); check the "
+            "recording or remove it from the corpus",
+        ), stacklevel=2)
     return signal
+
+
+_RAW = {(1, 8): ("u1", 128.0, 128.0), (1, 16): ("<i2", 0.0, 32768.0), (1, 32): ("<i4", 0.0, 2147483648.0),
+        (3, 32): ("<f4", 0.0, 1.0), (3, 64): ("<f8", 0.0, 1.0)}
+
+
+def _unsized_wav(path):
+    """(samples (N, C) float32, rate) of a PCM or float wav whose data-size field is 0, or (None, None).
+
+    libsndfile trusts the header's size and reads nothing; the bytes after
+    the data chunk's header are read here as its `fmt ` chunk describes them.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None, None
+    offset, form = 12, None
+    while offset + 8 <= len(data):
+        chunk, length = struct.unpack("<4sI", data[offset:offset + 8])
+        if chunk == b"fmt " and length >= 16:
+            code, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[offset + 8:offset + 24])
+            if code == 0xFFFE and length >= 40:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's code
+                code = struct.unpack("<H", data[offset + 32:offset + 34])[0]
+            form = (code, channels, rate, bits)
+        if chunk == b"data":
+            if length != 0 or form is None or (form[0], form[3]) not in _RAW:
+                return None, None
+            dtype, zero, scale = _RAW[(form[0], form[3])]
+            body = data[offset + 8:]
+            frame = np.dtype(dtype).itemsize * form[1]
+            samples = np.frombuffer(body[: len(body) - len(body) % frame], dtype=dtype).reshape(-1, form[1])
+            if not len(samples):
+                return None, None
+            return ((samples.astype(np.float64) - zero) / scale).astype(np.float32), form[2]
+        offset += 8 + length + (length & 1)
+    return None, None
 
 
 def file_digest(path, chunk_size=1 << 20):

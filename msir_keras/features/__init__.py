@@ -6,6 +6,7 @@ from msir_keras.features.logmel import LogMel, LogMelConfig
 from msir_keras.features.store import (
     ExtractionSummary,
     FeatureStore,
+    DamagedEntryError,
     MissingFeaturesError,
     parse_shard,
 )

@@ -11,6 +11,32 @@ class ConfigError(ValueError):
     """A configuration that does not fit: unknown keys, or a mismatch with a model."""
 
 
+def check_signal(signal):
+    """Refuses what `read_audio` never gives: integer samples, or floats on the int16 scale.
+
+    Every extractor takes float mono samples in [-1, 1] at 16 kHz. int16
+    samples overflow inside openSMILE, and log-Mels of samples x 32768 shift
+    by 2 ln(32768) = 20.8 without a word, so both are refused.
+
+    Raises:
+        ValueError: naming the problem and `msir_keras.audio.read_audio`.
+    """
+    import numpy as np
+
+    signal = np.asarray(signal)
+    fix = "read files with msir_keras.audio.read_audio (float32 in [-1, 1], mono, 16 kHz)"
+    if signal.ndim != 1:
+        raise ValueError(f"a signal is a 1-D array of samples, got shape {signal.shape}; {fix}")
+    if not np.issubdtype(signal.dtype, np.floating):
+        raise ValueError(f"{signal.dtype} samples: the extractors take floats; {fix}, or divide int16 "
+                         "samples by 32768")
+    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
+    if peak > 8.0:
+        raise ValueError(f"samples reach {peak:.4g}, far outside [-1, 1] (floats still on the int16 scale?); "
+                         f"{fix}, or divide by 32768")
+    return signal
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
     """Base for the extractors' configs: plain data that round-trips to JSON."""

@@ -14,7 +14,7 @@ import numpy as np
 import python_speech_features as psf
 
 from msir_keras.audio import SAMPLE_RATE
-from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
+from msir_keras.features.base import ConfigError, Extractor, FeatureConfig, check_signal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,7 @@ class LLD(Extractor):
         return self._smiles
 
     def __call__(self, signal):
+        signal = check_signal(signal)
         smiles = self._levels()
         lld = smiles[0].process_signal(signal, SAMPLE_RATE).to_numpy(np.float32)
         parts = [lld]
@@ -127,6 +128,7 @@ class Functionals(Extractor):
         self._smile = None
 
     def __call__(self, signal):
+        signal = check_signal(signal)
         if self._smile is None:
             self._smile = _smile(self.config.feature_set, "Functionals")
         return self._smile.process_signal(signal, SAMPLE_RATE).to_numpy(np.float32)[0]

@@ -8,7 +8,7 @@ import numpy as np
 import python_speech_features as psf
 
 from msir_keras.audio import SAMPLE_RATE
-from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
+from msir_keras.features.base import ConfigError, Extractor, FeatureConfig, check_signal
 
 
 WINDOWS = {"hamming": np.hamming, "rectangular": lambda n: np.ones((n,))}
@@ -64,6 +64,7 @@ class LogMel(Extractor):
         return self.config.hop_length
 
     def __call__(self, signal):
+        signal = check_signal(signal)
         config = self.config
         # `logfbank` of python_speech_features 0.6 takes no window, so take
         # the log of `fbank` (which floors zero energies at machine epsilon).

@@ -14,14 +14,20 @@ leaves only whole entries, and the next run resumes from them. Arrays are
 
 An entry is checked before it counts as present: its `.npy` header must
 parse, hold float32, and the file's size must match the shape it declares.
-A damaged entry (zero bytes, truncated, overwritten) is moved aside to
-`<root>/damaged/` and computed again, and the summary names it. Files are
-written with the user's umask, so a store can be shared.
+Every array is checked finite before it is written (a file whose features
+hold NaN or infinity, as openSMILE gives for a segment shorter than its
+window, is a failed file, named with the reason), and its BLAKE2b checksum
+is written beside it (`<digest>.b2`); loading verifies the checksum, so
+bytes changed after the write are caught even where the header and the size
+are intact. A damaged entry (zero bytes, truncated, overwritten) is moved
+aside to `<root>/damaged/` and computed again, and the summary names it.
+Files are written with the user's umask, so a store can be shared.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -30,11 +36,30 @@ import warnings
 
 import numpy as np
 
-from msir_keras.audio import AudioError, AudioWarning, file_digest, read_audio
+from msir_keras.audio import SAMPLE_RATE, AudioError, AudioWarning, file_digest, read_audio
 
 
 class MissingFeaturesError(LookupError):
     """Features an experiment needs that the store does not hold yet (or holds damaged)."""
+
+
+class DamagedEntryError(MissingFeaturesError):
+    """A stored entry whose bytes are not what was written; it has been moved aside."""
+
+
+def checksum(array):
+    """The BLAKE2b digest of an array's float32 bytes, as written beside its entry."""
+    return hashlib.blake2b(np.ascontiguousarray(array, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+
+
+def nonfinite_problem(array):
+    """Why a feature array cannot be used (NaN or infinite values), or None."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    rows = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1)) if array.ndim else []
+    return (f"features hold NaN or infinity ({int((~finite).sum())} of {array.size} values, "
+            f"{len(rows)} of {len(array)} frames)" if array.ndim else "features hold NaN or infinity")
 
 
 @dataclasses.dataclass
@@ -166,14 +191,23 @@ class FeatureStore:
     def path(self, extractor, digest):
         return os.path.join(self.root, self._key(extractor), digest[:2], f"{digest}.npy")
 
-    def has(self, extractor, digest, repaired=None):
-        """Whether a whole entry is stored; a damaged one is moved aside (see `repair`)."""
+    def has(self, extractor, digest, repaired=None, verify=False):
+        """Whether a whole entry is stored; a damaged one is moved aside (see `set_aside`).
+
+        The header and size are always checked; `verify` also reads the data
+        and checks its checksum and values (what `load` does).
+        """
         path = self.path(extractor, digest)
         if path in self._checked:
             return True
         if not os.path.exists(path):
             return False
         problem = entry_problem(path)
+        if problem is None and verify:
+            try:
+                problem = self._content_problem(path, np.load(path, allow_pickle=False))
+            except (ValueError, EOFError, OSError) as error:
+                problem = f"{type(error).__name__}: {error}"
         if problem is None:
             self._checked.add(path)
             return True
@@ -185,12 +219,34 @@ class FeatureStore:
                           "it will be computed again", stacklevel=2)
         return False
 
+    def _audio_warnings_path(self, digest):
+        return os.path.join(self.root, "audio-warnings", digest[:2], f"{digest}.json")
+
+    def _keep_audio_warnings(self, digest, reasons):
+        """Keeps what `read_audio` warned about a file (truncated, silence ...) with the store."""
+        path = self._audio_warnings_path(digest)
+        if reasons:
+            text = json.dumps(reasons).encode()
+            _atomic_write(path, lambda stream: stream.write(text))
+        elif os.path.exists(path):
+            os.remove(path)
+
+    def audio_warnings(self, digest):
+        """The warnings kept for a file's audio when it was read (a list of reasons; [] for none)."""
+        try:
+            with open(self._audio_warnings_path(digest)) as handle:
+                return list(json.load(handle))
+        except (FileNotFoundError, ValueError):
+            return []
+
     def set_aside(self, path):
         """Moves a damaged entry to `<root>/damaged/`, keeping it for inspection."""
         relative = os.path.relpath(path, self.root)
         moved = os.path.join(self.root, "damaged", f"{relative}.{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(os.path.dirname(moved), exist_ok=True)
         os.replace(path, moved)
+        if os.path.exists(path[:-4] + ".b2"):
+            os.replace(path[:-4] + ".b2", moved + ".b2")
         self._checked.discard(path)
         return moved
 
@@ -201,28 +257,53 @@ class FeatureStore:
             text = json.dumps(extractor.identity(), indent=2, sort_keys=True).encode()
             _atomic_write(description, lambda stream: stream.write(text))
         array = np.ascontiguousarray(array, dtype=np.float32)
-        _atomic_write(
-            self.path(extractor, digest),
-            lambda stream: np.save(stream, array, allow_pickle=False),
-        )
+        problem = nonfinite_problem(array)
+        if problem is not None:  # never stored: the caller reports the file as failed
+            raise ValueError(problem)
+        path = self.path(extractor, digest)
+        # The checksum first: an entry is there once its .npy is, and is then always verifiable.
+        text = checksum(array).encode()
+        _atomic_write(path[:-4] + ".b2", lambda stream: stream.write(text))
+        _atomic_write(path, lambda stream: np.save(stream, array, allow_pickle=False))
 
     def load(self, extractor, digest):
+        """The stored array, verified: header, size, checksum (where written) and finite values.
+
+        Raises:
+            DamagedEntryError: the entry is not what was written; it is moved
+                aside (`set_aside`) and the message says how to compute it anew.
+        """
         path = self.path(extractor, digest)
         problem = entry_problem(path)
         if problem is None:
             try:
-                return np.load(path, allow_pickle=False)
+                array = np.load(path, allow_pickle=False)
+                problem = self._content_problem(path, array)
+                if problem is None:
+                    return array
             except (ValueError, EOFError, OSError) as error:
                 problem = f"{type(error).__name__}: {error}"
         moved = self.set_aside(path)
-        raise MissingFeaturesError(
+        raise DamagedEntryError(
             f"{path}: damaged feature-store entry ({problem}); moved to {moved}. Run the same "
             "`msir extract` (or the experiment) again: it computes this entry anew."
         )
 
+    @staticmethod
+    def _content_problem(path, array):
+        """Why the data of a whole-looking entry is wrong (checksum, non-finite values), or None."""
+        try:
+            with open(path[:-4] + ".b2") as handle:
+                expected = handle.read().strip()
+        except FileNotFoundError:  # written before checksums were: the values are still checked
+            expected = None
+        if expected is not None and checksum(array) != expected:
+            return "its data does not match the checksum written with it: the bytes changed after the write"
+        return nonfinite_problem(array)
+
     def load_many(self, paths, extractor):
         """Loads the features of `paths`; raises if any is not in the store yet."""
-        missing, arrays = [], []
+        missing, arrays, damaged = [], [], []
         for path in paths:
             try:
                 digest = self.digest(path)
@@ -230,9 +311,14 @@ class FeatureStore:
                 missing.append(path)
                 continue
             if os.path.exists(self.path(extractor, digest)):
-                arrays.append(self.load(extractor, digest))  # checks the entry; names a damaged one
+                try:
+                    arrays.append(self.load(extractor, digest))  # verifies the entry
+                except DamagedEntryError as error:
+                    damaged.append(f"{path}: {error}")
             else:
                 missing.append(path)
+        if damaged:  # every damaged entry is set aside before this is raised: one rerun repairs them all
+            raise DamagedEntryError("\n".join(damaged))
         if missing:
             shown = "\n  ".join(map(str, missing[:5]))
             raise MissingFeaturesError(
@@ -242,7 +328,7 @@ class FeatureStore:
             )
         return arrays
 
-    def extract(self, paths, extractors, shard=None, progress=False, chunk_size=16, workers=0):
+    def extract(self, paths, extractors, shard=None, progress=False, chunk_size=16, workers=0, verify=False):
         """Computes every missing feature of `paths` for every extractor.
 
         A file that fails (unreadable audio, an extractor error) is reported in
@@ -261,6 +347,9 @@ class FeatureStore:
                 run beside the wav2vec 2.0 encoder in this process instead of
                 after it; 0 runs everything here. "auto": one per core left
                 over (`default_workers`).
+            verify: bool, defaults to False. Read every stored entry and check
+                its checksum and values, not only its header and size
+                (`msir extract` does; training verifies each entry as it loads it).
 
         Returns:
             An ExtractionSummary.
@@ -287,7 +376,7 @@ class FeatureStore:
             bar = tqdm(total=len(paths), unit="file", desc="extract")
         try:
             for start in range(0, len(paths), chunk_size):
-                self._extract_chunk(paths[start : start + chunk_size], extractors, summary, pool)
+                self._extract_chunk(paths[start : start + chunk_size], extractors, summary, pool, verify)
                 if bar is not None:
                     bar.update(len(paths[start : start + chunk_size]))
         finally:
@@ -297,7 +386,7 @@ class FeatureStore:
                 pool.shutdown(cancel_futures=True)
         return summary
 
-    def _extract_chunk(self, paths, extractors, summary, pool=None):
+    def _extract_chunk(self, paths, extractors, summary, pool=None, verify=False):
         pending = {}  # path -> (digest, extractors still missing)
         for path in paths:
             try:
@@ -305,11 +394,13 @@ class FeatureStore:
             except OSError as error:
                 summary.failed.append((path, f"cannot read the file ({error.strerror})"))
                 continue
-            missing = [e for e in extractors if not self.has(e, digest, summary.repaired)]
+            missing = [e for e in extractors if not self.has(e, digest, summary.repaired, verify)]
             if missing:
                 pending[path] = (digest, missing)
             else:
                 summary.cached += 1
+                # What was suspicious about the audio when it was read is said again on every use.
+                summary.warnings += [(path, reason) for reason in self.audio_warnings(digest)]
         signals = {}
         for path in list(pending):
             with warnings.catch_warnings(record=True) as caught:
@@ -319,13 +410,22 @@ class FeatureStore:
                 except AudioError as error:
                     summary.failed.append((path, error.reason))
                     del pending[path]
-            summary.warnings += [(path, w.message.reason) for w in caught
-                                 if isinstance(w.message, AudioWarning)]
+            found = [w.message.reason for w in caught if isinstance(w.message, AudioWarning)]
+            summary.warnings += [(path, reason) for reason in found]
+            if path in pending:
+                self._keep_audio_warnings(pending[path][0], found)
         failed = set()
 
         def keep(extractor, path, array, error=None):
             if error is None and array is not None and array.shape[0] == 0:
                 error = "gave no frames"
+            if error is None and array is not None:
+                error = nonfinite_problem(np.asarray(array, dtype=np.float32))
+                if error is not None:
+                    seconds = len(signals[path]) / SAMPLE_RATE
+                    error += (f" from {seconds * 1000:.0f} ms of audio"
+                              + ("; the file is shorter than the extractor's analysis window, remove it"
+                                 " from the corpus" if seconds < 0.25 else "; check the recording"))
             if error is not None:
                 failed.add(path)
                 summary.failed.append((path, f"{extractor.name} failed: {error}"))

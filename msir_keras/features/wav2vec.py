@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from msir_keras.features.base import Extractor, FeatureConfig
+from msir_keras.features.base import Extractor, FeatureConfig, check_signal
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 _WEIGHT_FILES = ("config.json", ".safetensors", ".bin")
@@ -161,7 +161,7 @@ class Wav2Vec2(Extractor):
         return self.model.config.hidden_size
 
     def _prepare(self, signal):
-        signal = np.asarray(signal, dtype=np.float32)
+        signal = np.asarray(check_signal(signal), dtype=np.float32)
         if self.config.normalize:
             signal = (signal - signal.mean()) / np.sqrt(signal.var() + 1e-7)
         return signal
