@@ -89,6 +89,41 @@ class Corpus:
         )
 
 
+def drop_repeats(rows, skipped):
+    """Keeps each file once, for every loader; what it leaves out goes into `skipped`.
+
+    A file listed again with the same label and speaker is kept once (each
+    repeat reported as a duplicate); a file listed with two labels or two
+    speakers is left out entirely (every listing reported), since either
+    could be wrong. Rows carry `source` (the label file) and `line`, which
+    are removed from the kept rows.
+    """
+    by_path = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    kept = []
+    for path, group in by_path.items():
+        first = group[0]
+        same_file = all(r["source"] == first["source"] for r in group)
+        places = (f"lines {', '.join(str(r['line']) for r in group)}" if same_file
+                  else ", ".join(f"{r['source']}:{r['line']}" for r in group))
+        for key in ("label", "speaker"):
+            values = sorted({str(r[key]) for r in group})
+            if len(values) > 1:
+                skipped += [{"where": f"{r['source']}:{r['line']}",
+                             "reason": f"{path} is listed at {places} with {key}s {values}; fix the labels so "
+                                       "it has one (left out)"} for r in group]
+                break
+        else:
+            kept.append(first)
+            origin = f"line {first['line']}" if same_file else f"{first['source']}:{first['line']}"
+            skipped += [{"where": f"{r['source']}:{r['line']}", "reason": f"duplicate of {origin} ({path})"}
+                        for r in group[1:]]
+    for row in kept:
+        del row["source"], row["line"]
+    return kept
+
+
 def make_table(rows):
     """A DataFrame with the standard columns first, from a list of dicts."""
     table = pd.DataFrame(rows)

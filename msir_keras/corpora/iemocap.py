@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from msir_keras.corpora.base import Corpus, CorpusError, make_table
+from msir_keras.corpora.base import Corpus, CorpusError, drop_repeats, make_table
 
 # Kept categories; excited is merged into happy as in the paper and its peers.
 KEPT = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
@@ -18,17 +18,25 @@ _LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[")
 
 
 def parse_evaluation(path):
-    """Yields (utterance, label, start, end) from one EmoEvaluation file.
+    """Yields (utterance, label, start, end, line number) from one EmoEvaluation file.
 
     Only the summary lines that begin with `[` count; the annotators' lines
     that follow each (`C-E2:`, `A-E3:` ...) are ignored.
+
+    Raises:
+        CorpusError: the file is not UTF-8 (or ASCII) text, e.g. saved as UTF-16.
     """
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            match = _LINE.match(line)
-            if match:
-                start, end, utterance, label = match.groups()
-                yield utterance, label, float(start), float(end)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"{path}: bytes that are not UTF-8 at offset {error.start}; save the label file "
+                          "as UTF-8 (as IEMOCAP distributes it)") from None
+    for number, line in enumerate(lines, start=1):
+        match = _LINE.match(line)
+        if match:
+            start, end, utterance, label = match.groups()
+            yield utterance, label, float(start), float(end), number
 
 
 def load_iemocap(root, kind="all", check_counts=True):
@@ -66,8 +74,17 @@ def load_iemocap(root, kind="all", check_counts=True):
             improvised = "_impro" in dialog
             if (kind == "improvised" and not improvised) or (kind == "scripted" and improvised):
                 continue
-            for utterance, label, start, end in parse_evaluation(os.path.join(evaluations, name)):
+            source = os.path.join(evaluations, name)
+            try:
+                parsed = list(parse_evaluation(source))
+            except CorpusError as error:
+                skipped.append({"where": source, "reason": f"{error.args[0].split(': ', 1)[1]}; its "
+                                                           "utterances are left out"})
+                continue
+            for utterance, label, start, end, line in parsed:
                 if label not in KEPT:
+                    skipped.append({"where": f"{source}:{line}", "label": label,
+                                    "reason": f"{utterance}: label {label!r} is not among {sorted(KEPT)}"})
                     continue
                 wav = os.path.join(base, "sentences", "wav", dialog, f"{utterance}.wav")
                 if not os.path.exists(wav):
@@ -86,8 +103,11 @@ def load_iemocap(root, kind="all", check_counts=True):
                         "improvised": improvised,
                         "start": start,
                         "end": end,
+                        "source": source,
+                        "line": line,
                     }
                 )
+    rows = drop_repeats(rows, skipped)
     if not rows:
         raise CorpusError(f"{root}: found no labelled neu/hap/exc/ang/sad utterance with a wav")
     corpus = Corpus("iemocap", make_table(rows), skipped)

@@ -6,7 +6,7 @@ import csv
 import io
 import os
 
-from msir_keras.corpora.base import Corpus, CorpusError, canonical_label, make_table
+from msir_keras.corpora.base import Corpus, CorpusError, canonical_label, drop_repeats, make_table
 
 REQUIRED = ("path", "label", "speaker")
 
@@ -70,7 +70,8 @@ def load_manifest(csv_path, labels=None):
                 continue
             path = row["path"] if os.path.isabs(row["path"]) else os.path.join(folder, row["path"])
             if not os.path.isfile(path):
-                skipped.append({"where": where, "reason": f"no such file {path}"})
+                hint = "; the path uses \\ separators: write them as /" if "\\" in row["path"] else ""
+                skipped.append({"where": where, "reason": f"no such file {path}{hint}"})
                 continue
             label = canonical_label(row["label"])
             if wanted is not None and label not in wanted:
@@ -84,35 +85,12 @@ def load_manifest(csv_path, labels=None):
                     "speaker": row["speaker"],
                     "session": int(session) if session and session.isdigit() else session,
                     "gender": (row.get("gender") or "").upper()[:1] or None,
+                    "source": csv_path,
                     "line": line,
                 }
             )
-    rows = _drop_repeats(csv_path, rows, skipped)
+    rows = drop_repeats(rows, skipped)
     if not rows:
-        raise CorpusError(f"{csv_path}: no usable row ({len(skipped)} skipped)")
+        reasons = "; ".join(f"{e['where']}: {e['reason']}" for e in skipped[:3])
+        raise CorpusError(f"{csv_path}: no usable row ({len(skipped)} skipped, e.g. {reasons})")
     return Corpus("manifest", make_table(rows), skipped)
-
-
-def _drop_repeats(csv_path, rows, skipped):
-    """Keeps each file once; a file given two labels or two speakers is left out."""
-    by_path = {}
-    for row in rows:
-        by_path.setdefault(row["path"], []).append(row)
-    kept = []
-    for path, group in by_path.items():
-        lines = ", ".join(str(r["line"]) for r in group)
-        for key in ("label", "speaker"):
-            values = sorted({r[key] for r in group})
-            if len(values) > 1:
-                for r in group:
-                    skipped.append({"where": f"{csv_path}:{r['line']}",
-                                    "reason": f"{path} is listed at lines {lines} with {key}s "
-                                              f"{values}; fix the manifest so it has one"})
-                break
-        else:
-            kept.append(group[0])
-            skipped += [{"where": f"{csv_path}:{r['line']}",
-                         "reason": f"duplicate of line {group[0]['line']} ({path})"} for r in group[1:]]
-    for row in kept:
-        del row["line"]
-    return kept
