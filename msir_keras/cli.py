@@ -163,7 +163,8 @@ def cmd_extract(args):
     paths = corpus.utterances["path"].tolist()
     print(f"{corpus.name}: {len(paths)} files, features {', '.join(e.name for e in extractors)} "
           f"-> {args.store}" + (f" (shard {args.shard})" if shard else ""))
-    summary = FeatureStore(args.store).extract(paths, extractors, shard=shard, progress=True, workers=args.workers)
+    summary = FeatureStore(args.store).extract(paths, extractors, shard=shard, progress=True, workers=args.workers,
+                                               verify=True)
     print(summary)
     return 1 if summary.failed and not (summary.computed or summary.cached) else 0
 
@@ -459,7 +460,12 @@ def _warn(message):
 def cmd_predict(args):
     from msir_keras.export import Detector, audio_files
 
-    files = audio_files(args.files)
+    if args.hop is not None and args.window is None:
+        raise ValueError("--hop sets the step between timeline windows: give --window SECONDS with it")
+    if os.path.normpath(args.model).endswith(".partial"):
+        _warn(f"{args.model} is an unfinished run: only the folds it finished predict (rerun its "
+              "`msir train` to finish it)")
+    files = audio_files(args.files, warn=_warn)
     detector = Detector(args.model, fold=args.fold, threshold=args.threshold, wav2vec2=args.wav2vec2)
     if args.window is not None:
         return _predict_timelines(detector, files, args)
@@ -471,7 +477,7 @@ def cmd_predict(args):
         print(f"msir predict: {path}: {reason}", file=sys.stderr)
     good = table.drop(index=failed.index).drop(columns=["error"], errors="ignore")
     if args.json:
-        print(json.dumps(good.to_dict(orient="records"), indent=2))
+        print(json.dumps(good.to_dict(orient="records"), indent=2, allow_nan=False))
     elif len(good):
         print(good.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len(failed):
@@ -500,12 +506,12 @@ def _predict_timelines(detector, files, args):
         table.to_csv(stem + ".csv", index=False, float_format="%.4f")
         with open(stem + ".json", "w") as handle:
             json.dump({"path": path, "window": args.window, "hop": hop,
-                       "windows": table.to_dict(orient="records")}, handle, indent=1)
+                       "windows": table.to_dict(orient="records")}, handle, indent=1, allow_nan=False)
         detection = any(len(n) == 2 and n[0].startswith("not-") for n in detector.class_names.values())
         plot_timeline(table, stem + ".png", threshold=args.threshold if detection else None,
                       title=f"{os.path.basename(path)}: {args.window:g} s windows every {hop:g} s")
         if args.json:
-            print(json.dumps({"path": path, "windows": table.to_dict(orient="records")}, indent=1))
+            print(json.dumps({"path": path, "windows": table.to_dict(orient="records")}, indent=1, allow_nan=False))
         else:
             print(f"{path}: {len(table)} windows -> {stem}.csv, .json, .png")
     return 1 if failed else 0
@@ -564,7 +570,8 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="test a run's models again, or on another corpus")
     evaluate.add_argument("run_dir", metavar="RUN", help="a run folder")
     _corpus_arguments(evaluate, required=False)
-    evaluate.add_argument("--store", default=DEFAULT_STORE)
+    evaluate.add_argument("--store", default=None,
+                          help="feature cache folder (default: the one the run recorded in its config.json)")
     evaluate.add_argument("--out", default=None,
                           help="where to write (default: RUN/evaluation-retest, or "
                           "RUN/evaluation-<corpus>-<root name> for another corpus)")
@@ -640,12 +647,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None):
-    user_log_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in TENSORFLOW_COMMANDS and not user_log_level:
+    loud = args.debug or getattr(args, "verbose", False)
+    if args.command in TENSORFLOW_COMMANDS and not loud:
+        # TensorFlow's start-up lines and its retracing notices would bury the package's
+        # one-line messages; --verbose or --debug shows them.
         _import_tensorflow_quietly()
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if getattr(args, "out", "") is None and args.command in ("run", "train", "tune"):
         corpus = args.corpus or "run"
         model = getattr(args, "model", None) or "msir"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features import DEFAULT_CHECKPOINT, baseline_extractor, branch_extractors
@@ -257,13 +258,25 @@ class ExperimentConfig:
         return cls(**values)
 
     def save(self, path):
-        with open(path, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
+        """Writes config.json whole or not at all (a temporary file renamed into place)."""
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
+        os.replace(temporary, path)
 
     @classmethod
     def load(cls, path):
-        with open(path) as handle:
-            return cls.from_dict(json.load(handle))
+        """Reads a config.json; a damaged file raises ConfigError naming it."""
+        try:
+            with open(path) as handle:
+                values = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); the file is "
+                              "damaged (a run killed while writing it?): restore it or start the run anew "
+                              "with --overwrite") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: not an experiment config (a JSON object of settings)")
+        return cls.from_dict(values)
 
     def extractors(self):
         """The feature extractors of this experiment, by model input name."""

@@ -100,8 +100,13 @@ def replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbose=0, batch_size=None):
+def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbose=0, batch_size=None,
+        initial_epoch=0):
     """Trains on `train` (a labelled FeatureSet), selects the epoch on `valid`'s val_uar.
+
+    `epochs` is the last epoch (the config's by default) and `initial_epoch`
+    the first (0-based): keras-tuner's Hyperband continues a trial from its
+    parent's weights for the epochs in between.
 
     The config's `lr_schedule` runs as a callback and `class_weights`
     weights the loss by the training part's class counts.
@@ -124,12 +129,42 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
         train.dataset(batch, shuffle=True, seed=seed, replicas=count),
         validation_data=valid.dataset(batch, shuffle=False, replicas=count),
         epochs=epochs,
-        callbacks=[stopping, *schedule_callbacks(config, epochs), *callbacks],
+        initial_epoch=initial_epoch,
+        callbacks=[_stop_on_nonfinite_loss(), stopping, *schedule_callbacks(config, epochs), *callbacks],
         class_weight=class_weights(config, train.labels, model.num_classes),
         shuffle=False,  # the dataset shuffles itself, reproducibly
         verbose=verbose,
     )
-    return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+    table = pd.DataFrame(history.history)
+    table.index += initial_epoch
+    return table.rename_axis("epoch").reset_index()
+
+
+class NonFiniteLossError(ValueError):
+    """Training gave a NaN or infinite loss: the fold stops, its model is not kept."""
+
+
+def _stop_on_nonfinite_loss():
+    """A callback that raises NonFiniteLossError, naming the epoch, when an epoch's loss is not finite.
+
+    Keras's TerminateOnNaN stops training quietly and keeps the model; a
+    model trained into NaN predicts one class for everything, so a run must
+    stop here with the reason instead of writing a table of chance.
+    """
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for name in ("loss", "val_loss"):
+                value = (logs or {}).get(name)
+                if value is not None and not math.isfinite(float(value)):
+                    raise NonFiniteLossError(
+                        f"the {'validation ' if name == 'val_loss' else ''}loss became {float(value)} "
+                        f"at epoch {epoch + 1}; try a lower --learning-rate, --clipnorm 1.0 or "
+                        "--precision float32, and check the features (msir extract names files whose "
+                        "features are not finite)")
+
+    return StopOnNonFiniteLoss()
 
 
 def cosine_rate(base, epoch, epochs):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from msir_keras.config import PAPER_ZETA, ExperimentConfig  # noqa: F401  (the runner's config)
 from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
-from msir_keras.features import FeatureStore
+from msir_keras.features import DamagedEntryError, FeatureStore
 from msir_keras.features.base import ConfigError
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
@@ -81,6 +81,9 @@ def prepare(config, log=print, folds=True, classes=None):
         log(f"WARNING: {warning}")
     report_skipped(corpus, log)
     table = corpus.utterances
+    if folds:  # refused before any extraction: a corpus that cannot make this experiment
+        check_classes(config, table)
+        _make_folds(config, table)
     extractors = config.extractors()
     store = FeatureStore(config.store)
     summary = store.extract(table["path"], list(extractors.values()), progress=True, workers="auto")
@@ -91,21 +94,48 @@ def prepare(config, log=print, folds=True, classes=None):
         log(f"{len(failed)} file(s) left out of this experiment; {len(table)} remain")
     if table.empty:
         raise ConfigError(f"{config.root}: no utterance left to use (see the messages above)")
-    data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
+    try:
+        data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
+    except DamagedEntryError as error:  # moved aside on loading: computed again, once
+        for line in str(error).splitlines():
+            log(f"WARNING: {line.split(' Run the same')[0]}; computed again")
+        log(f"features: {store.extract(table['path'], list(extractors.values()))}")
+        data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
     if not folds:
         return table, data, [], summary
+    return table, data, _make_folds(config, table)[: config.max_folds], summary
+
+
+def _make_folds(config, table):
+    """The split's folds; a fold with an empty training, validation or test part is refused, named."""
     try:
-        made = make_folds(
-            table,
-            config.split,
-            n_folds=config.n_folds,
-            validation=config.validation,
-            seed=config.seed,
-            by=config.validation_by,
-        )
+        made = make_folds(table, config.split, n_folds=config.n_folds, validation=config.validation,
+                          seed=config.seed, by=config.validation_by)
     except ValueError as error:
         raise ConfigError(f"{config.root}: {error}") from None
-    return table, data, made[: config.max_folds], summary
+    for fold in made:
+        empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))]
+        if empty:
+            raise ConfigError(
+                f"{config.root}: fold {fold.name} has no {' and no '.join(empty)} utterance "
+                f"({len(table)} utterances, {table['speaker'].nunique()} speakers); give the corpus more "
+                "utterances or speakers, or change --validation / --folds")
+    return made
+
+
+def check_classes(config, table):
+    """Refuses a corpus with fewer than two classes (classification) or a target without positives or negatives."""
+    counts = table["label"].value_counts()
+    if config.task == "classification" and len(counts) < 2:
+        raise ConfigError(
+            f"{config.root}: {len(counts)} class(es) ({', '.join(map(str, counts.index)) or 'none'}) after the "
+            "labels left out above; classification needs at least two (check the labels, or --emotions all)")
+    if config.task == "detection":
+        for target in config.targets:
+            if not 0 < counts.get(target, 0) < len(table):
+                raise ConfigError(
+                    f"{config.root}: detecting {target} needs utterances with it and without it, got "
+                    f"{counts.get(target, 0)} of {len(table)}; choose other --emotion targets")
 
 
 def target_labels(config, table, target, classes=None):
@@ -301,9 +331,19 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             import keras
 
             callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
-        model, history, members = train_members(fold_config, data, fold, labels, class_names, target,
-                                                callbacks, verbose, copies, overrides)
+        from msir_keras.engine import NonFiniteLossError
+
+        try:
+            model, history, members = train_members(fold_config, data, fold, labels, class_names, target,
+                                                    callbacks, verbose, copies, overrides)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(f"{target} {fold.name}: {error}; the folds finished before are kept "
+                                     "and a rerun resumes from them") from None
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
+        if not np.all(np.isfinite(probabilities)):
+            raise NonFiniteLossError(f"{target} {fold.name}: the model's test probabilities hold NaN or "
+                                     "infinity; nothing of this fold is written (try --precision float32 or "
+                                     "a lower --learning-rate)")
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
         if config.savedmodel:
@@ -363,14 +403,19 @@ def finished_fold(config, folder):
     if not os.path.exists(path) or (config.model == "msir" and not os.path.exists(
             os.path.join(folder, "model.keras"))):
         return None
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError:  # killed while writing it: the fold is trained again
+        return None
 
 
 def write_json(path, value):
-    """Writes valid JSON: NaN and infinity (undefined figures) become null."""
-    with open(path, "w") as handle:
+    """Writes valid JSON, whole or not at all: NaN and infinity (undefined figures) become null."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
         json.dump(_finite(value), handle, indent=2, allow_nan=False)
+    os.replace(temporary, path)
 
 
 def _finite(value):
@@ -436,6 +481,8 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     config.save(saved)
     if summary.failed:
         write_json(os.path.join(staging, "extraction_failures.json"), summary.to_dict()["failed"])
+    if summary.warnings:  # suspicious audio the run used: listed with its results
+        write_json(os.path.join(staging, "audio_warnings.json"), summary.to_dict()["warnings"])
     targets = ["classification"] if config.task == "classification" else list(config.targets)
     described = (f"msir ({config.preset}, branches {'+'.join(config.branches)}, recipe {config.recipe})"
                  if config.model == "msir" else config.model)

@@ -14,9 +14,10 @@ import warnings
 
 import numpy as np
 
-from msir_keras.audio import read_audio
+from msir_keras.audio import SAMPLE_RATE, AudioError, read_audio
 from msir_keras.features import extractor_from_config
 from msir_keras.features.base import ConfigError
+from msir_keras.features.store import nonfinite_problem
 
 METADATA = "msir.json"
 
@@ -149,20 +150,43 @@ class LoadedModel:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".mp3")
 
 
-def audio_files(arguments):
-    """Files to predict: each argument a file, or a folder searched for audio files (recursively)."""
+def _readable_audio(path):
+    """Whether libsndfile can open the file (any format it knows, whatever the suffix)."""
+    import soundfile
+
+    try:
+        soundfile.info(path)
+        return True
+    except Exception:
+        return False
+
+
+def audio_files(arguments, warn=None):
+    """Files to predict: each argument a file, or a folder searched (recursively) for audio.
+
+    In a folder, files with a known audio suffix are taken, and any other
+    file libsndfile can open (.opus, .caf, .w64 ...); `warn` (callable(str))
+    is told how many files were left out, and which.
+    """
     files = []
     for argument in arguments:
         if os.path.isdir(argument):
-            found = sorted(
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(argument)
-                for name in names
-                if name.lower().endswith(AUDIO_SUFFIXES)
-            )
+            found, skipped = [], []
+            for folder, _, names in os.walk(argument):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    if name.lower().endswith(AUDIO_SUFFIXES) or (not name.startswith(".") and _readable_audio(path)):
+                        found.append(path)
+                    else:
+                        skipped.append(path)
             if not found:
-                raise FileNotFoundError(f"{argument}: a folder with no audio file ({', '.join(AUDIO_SUFFIXES)})")
-            files += found
+                raise FileNotFoundError(f"{argument}: a folder with no audio file that libsndfile can read "
+                                        f"({', '.join(AUDIO_SUFFIXES)}, ...)")
+            if skipped and warn is not None:
+                warn(f"{argument}: {len(skipped)} file(s) left out, not audio that libsndfile can read: "
+                     + ", ".join(os.path.relpath(p, argument) for p in sorted(skipped)[:5])
+                     + (" ..." if len(skipped) > 5 else ""))
+            files += sorted(found)
         else:
             files.append(argument)
     return files
@@ -329,9 +353,37 @@ class Detector:
                     continue
                 chunk.append(index)
                 signals.append(signal)
-            if chunk:
-                probabilities = self.probabilities(self.features(signals))
-                self._rows(probabilities, [rows[i] for i in chunk])
+            if not chunk:
+                continue
+            arrays = {name: extractor.extract_many(signals) for name, extractor in self.extractors.items()}
+            kept = []
+            for position, index in enumerate(chunk):
+                problem = next((f"{name} {reason}" for name in arrays
+                                if (reason := nonfinite_problem(np.asarray(arrays[name][position]))) is not None),
+                               None)
+                if problem is None:
+                    kept.append(position)
+                    continue
+                reason = (f"{problem} from {len(signals[position]) / SAMPLE_RATE * 1000:.0f} ms of audio; "
+                          "the file is too short or damaged for these features")
+                if errors == "raise":
+                    raise AudioError(paths[index], reason)
+                rows[index]["error"] = reason
+            if not kept:
+                continue
+            from msir_keras.data import pad_batch
+
+            probabilities = self.probabilities(
+                {name: pad_batch([values[p] for p in kept]) for name, values in arrays.items()})
+            finite = np.all([np.isfinite(v).all(axis=-1) for v in probabilities.values()], axis=0)
+            for position, ok in zip(kept, finite):
+                if not ok:
+                    reason = "the model gave NaN or infinite probabilities for this file; nothing is reported for it"
+                    if errors == "raise":
+                        raise AudioError(paths[chunk[position]], reason)
+                    rows[chunk[position]]["error"] = reason
+            good = np.flatnonzero(finite)
+            self._rows({t: v[good] for t, v in probabilities.items()}, [rows[chunk[kept[g]]] for g in good])
         table = pd.DataFrame(rows)
         if "error" in table:
             table = table[[c for c in table.columns if c != "error"] + ["error"]]
@@ -372,6 +424,10 @@ class Detector:
             for name, extractor in self.extractors.items()
             if extractor.frame_step is not None
         }
+        for name, array in whole.items():
+            problem = nonfinite_problem(np.asarray(array))
+            if problem is not None:
+                raise AudioError(path, f"{name} {problem}; no timeline is written")
         rows = []
         for first in range(0, len(starts), batch_size):
             batch = starts[first : first + batch_size]
@@ -387,7 +443,13 @@ class Detector:
                     )
                 inputs[name] = pad_batch(pieces)
             batch_rows = [{"start": float(s), "end": float(min(s + window, duration))} for s in batch]
-            rows += self._rows(self.probabilities(inputs), batch_rows)
+            probabilities = self.probabilities(inputs)
+            for values in probabilities.values():
+                bad = np.flatnonzero(~np.isfinite(values).all(axis=-1))
+                if len(bad):
+                    raise AudioError(path, f"the model gave NaN or infinite probabilities for "
+                                           f"{len(bad)} window(s) from {batch[bad[0]]:g} s; no timeline is written")
+            rows += self._rows(probabilities, batch_rows)
         return pd.DataFrame(rows)
 
 

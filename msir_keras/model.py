@@ -150,8 +150,11 @@ class MSIR(keras.Model):
             "w2v": lambda: wav2vec_branch(w2v_dim, w2v_lstm_units),
         }
         branch_models = {b: builders[b]() for b in branches}
+        # Lengths and z-scores in float32 under any precision policy: raw features (ComParE
+        # LLDs reach about 1e6) overflow float16; only the z-scored features enter the branches.
         standardizers = {
-            BRANCH_INPUT[b]: Standardize(shapes[BRANCH_INPUT[b]], name=f"{BRANCH_INPUT[b]}_standardize")
+            BRANCH_INPUT[b]: Standardize(shapes[BRANCH_INPUT[b]], name=f"{BRANCH_INPUT[b]}_standardize",
+                                         dtype="float32")
             for b in branches
         }
 
@@ -160,7 +163,7 @@ class MSIR(keras.Model):
         for branch in branches:
             name = BRANCH_INPUT[branch]
             features = keras.Input(shape=(None, *shapes[name]), name=name)
-            lengths = FrameLengths(name=f"{name}_lengths")(features)
+            lengths = FrameLengths(name=f"{name}_lengths", dtype="float32")(features)
             x = standardizers[name](features)
             x = MaskFrames(0.0, name=f"{name}_mask")(x, lengths)
             if time_masks or feature_masks:

@@ -122,17 +122,25 @@ class MSIRHyperModel(_hypermodel_base()):
                              engine.feature_config(config), **overrides)
         return engine.compile_model(model, config, self.target)
 
-    def fit(self, hp, model, *args, callbacks=(), verbose=0, **kwargs):
+    def fit(self, hp, model, *args, callbacks=(), verbose=0, epochs=None, initial_epoch=0, **kwargs):
+        """Trains one trial; `epochs` and `initial_epoch` are keras-tuner's where it passes them.
+
+        Hyperband gives each trial its budget (`epochs`) and, for a trial
+        that continues a parent's weights, the epoch to start from
+        (`initial_epoch`); other tuners pass neither, and the trial trains
+        the config's (or the drawn) epochs.
+        """
         from msir_keras import engine
 
         started = time.perf_counter()
         history = engine.fit(model, self.train, self.valid, self.trial_config(hp), seed=self.seed,
-                             callbacks=list(callbacks), verbose=verbose)
+                             epochs=epochs, initial_epoch=initial_epoch, callbacks=list(callbacks),
+                             verbose=verbose)
         self.trials_run += 1
         best = int(history["val_uar"].idxmax())
         return {
             "val_uar": float(history["val_uar"].iloc[best]),
-            "best_epoch": best + 1,
+            "best_epoch": int(history["epoch"].iloc[best]) + 1,
             "epochs_run": len(history),
             "seconds": time.perf_counter() - started,
         }
