@@ -51,17 +51,17 @@ def tiny_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def emodb_store(tmp_path_factory, emodb):
-    """The test run's one feature store: EmoDB's four classes, every extractor the tests train on.
+    """The test run's one feature store: EmoDB's four classes, with the features MSIR trains on.
 
-    log-Mels, LLDs and eGeMAPS functionals of the 339 files are extracted
-    here, once; the session runs add the tiny wav2vec 2.0 features of their
-    manifest's files, and a few tests other files (other labels, speeds),
-    each computed once for the whole test run.
+    log-Mels and LLDs of the 339 files are extracted here, once; the session
+    runs add the tiny wav2vec 2.0 features of their manifest's files, and a
+    few tests other features or files (functionals for the SVMs, other
+    labels), each computed once for the whole test run.
     """
-    from msir_keras.features import FeatureStore, baseline_extractor, branch_extractors
+    from msir_keras.features import FeatureStore, branch_extractors
 
     store = FeatureStore(str(tmp_path_factory.mktemp("store")))
-    extractors = list(branch_extractors().values()) + [baseline_extractor("egemaps")]
+    extractors = list(branch_extractors().values())
     summary = store.extract(emodb.utterances["path"], extractors, workers=2)  # both cores, on any machine
     assert not summary.failed
     return store

@@ -49,3 +49,31 @@ def test_bad_files_name_the_file_and_the_reason(tmp_path):
         with pytest.raises(AudioError) as caught:
             read_audio(path)
         assert path in str(caught.value) and reason in str(caught.value)
+
+
+def test_extractors_refuse_integer_and_int16_scale_samples(sample_wav):
+    from msir_keras.features import LLD, LogMel
+
+    signal = read_audio(sample_wav)
+    for extractor in (LogMel(), LLD()):
+        with pytest.raises(ValueError, match="int16 samples: the extractors take floats.*read_audio"):
+            extractor((signal * 32767).astype(np.int16))
+        with pytest.raises(ValueError, match="far outside \\[-1, 1\\].*divide by 32768"):
+            extractor(signal * 32768.0)
+    assert LogMel()(signal).shape[0] > 0  # read_audio's floats pass
+
+
+def test_a_header_without_its_data_size_is_read_as_its_format_says(tmp_path):
+    import struct
+    import warnings
+
+    path = write_wav(str(tmp_path / "whole.wav"), tone(0.5))
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"data")
+    data[at + 4: at + 8] = struct.pack("<I", 0)
+    (tmp_path / "unsized.wav").write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        signal = read_audio(str(tmp_path / "unsized.wav"))
+    np.testing.assert_array_equal(signal, read_audio(path))
+    assert "data size is 0" in str(caught[0].message)

@@ -32,6 +32,11 @@ class Case:
         return self.id
 
 
+def slow(case):
+    """A case that trains a model: run with the slow tests (`-m ""`, as CI does)."""
+    return pytest.param(case, marks=pytest.mark.slow, id=case.id)
+
+
 def call(ctx, case, capsys):
     """Runs one case through `main` as `msir` would; returns (status, all output)."""
     args = [str(a) for a in case.args(ctx)]
@@ -94,6 +99,78 @@ def _foreign_partial(ctx):
     return _train(ctx)
 
 
+def _train_on(ctx, manifest, *extra):
+    return ["train", "--corpus", "manifest", "--root", manifest, "--wav2vec2", "off", "--folds", "2",
+            "--epochs", "1", "--batch-size", "16", "--store", ctx.tmp / "store", "--out", ctx.tmp / "run", *extra]
+
+
+def _one_class(ctx):
+    table = ctx.corpus.table
+    manifest = ctx.tmp / "sad.csv"
+    table[table["label"] == "sad"].head(12).to_csv(manifest, index=False)
+    return manifest
+
+
+def _nothing_extracted(ctx, output):
+    assert not (ctx.tmp / "store").exists() and not (ctx.tmp / "run.partial").exists()
+
+
+def _no_finished_run(ctx, output):
+    assert not (ctx.tmp / "run").exists()
+    assert (ctx.tmp / "run.partial" / "config.json").exists()  # kept: a rerun resumes from it
+
+
+def _finite_results(ctx, output):
+    text = (ctx.tmp / "run" / "metrics.json").read_text()
+    assert "NaN" not in text and "null" not in text.replace('"absent": []', "")
+    for predictions in (ctx.tmp / "run").rglob("predictions.csv"):
+        import pandas as pd
+
+        table = pd.read_csv(predictions)
+        assert table.filter(like="p_").notna().all().all() and len(table)
+
+
+def _with_short_file(ctx):
+    """The corpus and a 35 ms file: openSMILE gives one frame of NaN for it ("Segment too short")."""
+    short = write_wav(str(ctx.tmp / "short.wav"), tone(0.035))
+    manifest = _two_per_class(ctx)
+    manifest.write_text(manifest.read_text() + f"{short},sad,3,m\n")
+    return manifest
+
+
+def _overwritten_then_train(ctx):
+    """An entry whose data bytes were overwritten after the write, its header and size intact."""
+    manifest = _two_per_class(ctx)
+    assert main([str(a) for a in _extract(ctx, manifest, "--features", "lld")]) == 0
+    entry = sorted((ctx.tmp / "store").rglob("*.npy"))[0]
+    data = bytearray(entry.read_bytes())
+    header = len(data) - int(np.prod(np.load(entry).shape)) * 4
+    data[header:] = np.random.default_rng(0).normal(size=(len(data) - header) // 4).astype("float32").tobytes()
+    entry.write_bytes(bytes(data))
+    return _train_on(ctx, manifest, "--branches", "lld", "--preset", "tiny", "--max-folds", "1", "--no-savedmodel")
+
+
+def _two_per_class(ctx):
+    """Two utterances per speaker and class of the four speakers: 32 files."""
+    manifest = ctx.tmp / "pair.csv"
+    ctx.corpus.table.groupby(["speaker", "label"]).head(2)[["path", "label", "speaker", "gender"]].to_csv(
+        manifest, index=False)
+    return manifest
+
+
+def _two_speakers(ctx):
+    table = ctx.corpus.table
+    manifest = ctx.tmp / "two.csv"
+    table[table["speaker"].isin([3, 8])].groupby(["speaker", "label"]).head(1).to_csv(manifest, index=False)
+    return manifest
+
+
+def _truncated_config(ctx):
+    (ctx.tmp / "old").mkdir()
+    (ctx.tmp / "old" / "config.json").write_text('{"corpus": "manifest", "root": ')
+    return ["train", "--config", ctx.tmp / "old" / "config.json", "--out", ctx.tmp / "run"]
+
+
 TRAIN = [
     Case("folds-1", lambda c: _train(c, "--folds", "1"), 2, ("--folds", "must be an integer >= 2")),
     Case("batch-size-0", lambda c: _train(c, "--batch-size", "0"), 2, ("--batch-size", ">= 1")),
@@ -117,9 +194,30 @@ TRAIN = [
     Case("missing-config-file", lambda c: ["train", "--config", c.tmp / "none.json", "--out", c.tmp / "r"], 2,
          ("none.json",)),
     Case("bad-search-space", lambda c: _train(c, "--tune", "paper-learning-rates"), 2, ("neither a known space",)),
+    Case("one-class-manifest", lambda c: _train_on(c, _one_class(c)), 2,
+         ("1 class(es) (sad)", "classification needs at least two"), _nothing_extracted),
+    Case("detection-target-absent", lambda c: _train_on(c, _one_class(c), "--task", "detection", "--emotion", "sad"),
+         2, ("detecting sad needs utterances with it and without it, got 12 of 12",), _nothing_extracted),
+    slow(Case("loss-becomes-nan", lambda c: _train(c, "--branches", "lld", "--preset", "tiny", "--folds", "2",
+                                              "--epochs", "2", "--learning-rate", "1e30", "--no-savedmodel"), 2,
+         ("loss became nan at epoch", "test-", "--learning-rate"), _no_finished_run)),
+    slow(Case("mixed-float16-on-raw-llds", lambda c: _train(c, "--branches", "lld", "--preset", "tiny", "--folds", "2",
+                                                       "--max-folds", "1", "--epochs", "1", "--precision",
+                                                       "mixed_float16", "--no-savedmodel"), 0,
+         ("run folder",), _finite_results)),
+    slow(Case("a-file-too-short-for-opensmile", lambda c: _train_on(c, _with_short_file(c), "--branches", "lld",
+                                                               "--preset", "tiny", "--max-folds", "1",
+                                                               "--no-savedmodel"), 0,
+         ("short.wav", "features hold NaN or infinity", "remove it from the corpus"), _finite_results)),
+    slow(Case("store-entry-overwritten", _overwritten_then_train, 0,
+         ("damaged feature-store entry", "does not match the checksum", "computed again"), _finite_results)),
+    Case("truncated-config", _truncated_config, 2, ("config.json: not valid JSON",)),
+    Case("a-fold-without-validation-utterances", lambda c: _train_on(c, _two_speakers(c)), 2,
+         ("has no validation utterance", "--validation"), _nothing_extracted),
 ]
 
 
+@pytest.mark.slow
 def test_a_run_is_rerun_from_its_config_with_changes(ctx, trained, capsys):
     out = ctx.tmp / "again"
     assert main(["train", "--config", str(trained / "config.json"), "--set", "weight_decay=1e-4",
@@ -150,8 +248,7 @@ def _two_folds_written(ctx, output):
 
 RUN = [
     Case("folds-1", lambda c: ["run", "--corpus", "emodb", "--root", c.emodb, "--folds", "1"], 2, ("--folds",)),
-    pytest.param(Case("four-speakers-two-folds", _run_two_folds, 0, ("run folder",), _two_folds_written),
-                 marks=pytest.mark.slow, id="four-speakers-two-folds"),
+    slow(Case("four-speakers-two-folds", _run_two_folds, 0, ("run folder",), _two_folds_written)),
 ]
 
 
@@ -207,8 +304,11 @@ def _damaged(kind):
         assert main([str(a) for a in _extract(ctx, manifest)]) == 0
         entry = next(p for p in (ctx.tmp / "store").rglob("*.npy") if "logmel" in str(p))
         data = entry.read_bytes()
+        header = len(data) - int(np.prod(np.load(entry).shape)) * 4
         entry.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
-                           "random": np.random.default_rng(0).bytes(len(data))}[kind])
+                           "random": np.random.default_rng(0).bytes(len(data)),
+                           "data": data[:header] + np.full((len(data) - header) // 4, 0.5, "float32").tobytes(),
+                           }[kind])
         ctx.entry = entry
         return _extract(ctx, manifest)
 
@@ -234,6 +334,49 @@ def _suspicious(ctx):
     return _extract(ctx, manifest)
 
 
+def _wav_manifest(ctx, *names):
+    manifest = ctx.tmp / "m.csv"
+    manifest.write_text("path,label,speaker\n" + "".join(f"{n},sad,s{i}\n" for i, n in enumerate(names)))
+    return manifest
+
+
+def _short_header(ctx):
+    import struct
+
+    data = bytearray(open(write_wav(str(ctx.tmp / "grown.wav"), tone(1.0)), "rb").read())
+    at = data.find(b"data")
+    data[at + 4: at + 8] = struct.pack("<I", struct.unpack("<I", data[at + 4: at + 8])[0] // 2)
+    (ctx.tmp / "grown.wav").write_bytes(bytes(data))
+    return _extract(ctx, _wav_manifest(ctx, "grown.wav"))
+
+
+def _odd_signals(ctx):
+    write_wav(str(ctx.tmp / "dc.wav"), np.full(8000, 0.25, np.float32))
+    voice = tone(0.5)
+    write_wav(str(ctx.tmp / "inverted.wav"), np.stack([voice, -voice], axis=1))
+    return _extract(ctx, _wav_manifest(ctx, "dc.wav", "inverted.wav"))
+
+
+def _unsized(ctx):
+    import struct
+
+    data = bytearray(open(write_wav(str(ctx.tmp / "unsized.wav"), tone(1.0)), "rb").read())
+    at = data.find(b"data")
+    data[at + 4: at + 8] = struct.pack("<I", 0)
+    (ctx.tmp / "unsized.wav").write_bytes(bytes(data))
+    return _extract(ctx, _wav_manifest(ctx, "unsized.wav"))
+
+
+def _suspicious_twice(ctx):
+    args = _suspicious(ctx)
+    assert main([str(a) for a in args]) == 0
+    return args
+
+
+def _said_twice(ctx, output):
+    assert output.count("cut.wav: truncated") == 2 and output.count("silent.wav: digital silence") == 2
+
+
 def _shared_store(ctx):
     os.umask(0o022)
     return _extract(ctx, _one_file_manifest(ctx, ctx.wav))
@@ -251,6 +394,15 @@ EXTRACT = [
     Case("truncated-and-silent-audio", _suspicious, 0,
          ("cut.wav: truncated: the header declares", "silent.wav: digital silence")),
     Case("shared-store-umask", _shared_store, 0, ("1 files extracted",), _readable_by_others),
+    Case("suspicious-audio-said-again-on-a-warm-store", _suspicious_twice, 0,
+         ("0 files extracted, 2 already in the store",), _said_twice),
+    Case("damaged-entry-data-overwritten", _damaged("data"), 0, ("REPAIRED", "does not match the checksum"),
+         _recomputed),
+    Case("header-declares-less-than-the-file-holds", _short_header, 0,
+         ("grown.wav: the header declares less audio than the file holds", "sox --ignore-length")),
+    Case("constant-and-cancelling-audio", _odd_signals, 0,
+         ("dc.wav: a constant signal", "inverted.wav: its 2 channels cancel out")),
+    Case("zero-data-size-header", _unsized, 0, ("unsized.wav: the header's data size is 0", "1 files extracted")),
     Case("batch-size-0", lambda c: _extract(c, c.corpus.manifest, "--batch-size", "0"), 2, (">= 1",)),
     Case("bad-shard", lambda c: _extract(c, c.corpus.manifest, "--shard", "5/4"), 2, ("--shard 5/4",)),
 ]
@@ -290,6 +442,34 @@ def _manifest(text, encoding="utf-8"):
     return args
 
 
+def _iemocap_quirks(ctx):
+    """A tree where an utterance is listed twice, one with two labels, and a label file is UTF-16."""
+    from iemocap_tree import build_iemocap
+
+    root = ctx.tmp / "IEMOCAP_full_release"
+    build_iemocap(str(root), sessions=(1, 2))
+    labels = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    lines = labels.read_text().splitlines(keepends=True)
+    turns = [line for line in lines if line.startswith("[")]
+    repeated = turns[0]  # neu, listed again as it is
+    conflicting = turns[4].replace("\tsad\t", "\tang\t")  # sad, listed again as angry
+    labels.write_text("".join(lines) + repeated + conflicting)
+    other = root / "Session2" / "dialog" / "EmoEvaluation" / "Ses02F_impro01.txt"
+    other.write_bytes(other.read_text().encode("utf-16"))
+    return ["inspect", "--corpus", "iemocap", "--root", root, "--json"]
+
+
+def _iemocap_skips_listed(ctx, output):
+    counts = json.loads(output[output.index("{"): output.rindex("}") + 1])
+    reasons = [entry["reason"] for entry in counts["skipped"]]
+    assert sum("duplicate of line" in r for r in reasons) == 1
+    assert sum("with labels ['angry', 'sad']" in r for r in reasons) == 2
+    # fru and xxx: twice in Session1, once in Session2's readable dialog.
+    assert sum("is not among" in r for r in reasons) == 6
+    # Session1 keeps 12 - 1 (the utterance with two labels), Session2 its readable dialog's 6.
+    assert counts["total"] == 17
+
+
 INSPECT = [
     Case("duplicate-row", _manifest("path,label,speaker\na.wav,sad,s1\nb.wav,sad,s2\na.wav,sad,s1\n"), 0,
          ("m.csv:4: duplicate of line 2", "2 utterances")),
@@ -301,6 +481,11 @@ INSPECT = [
     Case("not-utf8", _manifest("path,label,speaker\na.wav,sad,s1\nb.wav,sad,J\u00fcrgen\n", "latin-1"), 2,
          ("m.csv:3: bytes that are not UTF-8", "save the manifest as UTF-8")),
     Case("missing-column", _manifest("file,emotion\na.wav,sad\n"), 2, ("missing column(s) ['path'",)),
+    Case("windows-separators", _manifest("path,label,speaker\nsub\\a.wav,sad,s1\n"), 2,
+         ("no usable row", "uses \\ separators: write them as /")),
+    Case("iemocap-repeats-conflicts-other-labels-utf16", _iemocap_quirks, 0,
+         ("Ses01F_impro01.txt:", "duplicate of line", "with labels ['angry', 'sad']", "label 'fru' is not among",
+          "Ses02F_impro01.txt", "bytes that are not UTF-8"), _iemocap_skips_listed),
 ]
 
 
@@ -330,6 +515,37 @@ def _predict(ctx, *extra):
     return ["predict", ctx.wav, "--model", ctx.run, *extra]
 
 
+def _json_without_nan(ctx, output):
+    rows = json.loads(output[output.index("["): output.rindex("]") + 1])  # strict JSON: no NaN literal
+    assert [os.path.basename(r["path"]) for r in rows] == ["03a01Wa.wav"]
+
+
+def _partial_run(ctx):
+    partial = ctx.tmp / "run.partial"
+    shutil.copytree(ctx.run, partial)
+    shutil.rmtree(partial / "classification" / sorted(os.listdir(partial / "classification"))[-1])
+    return ["predict", ctx.wav, "--model", partial]
+
+
+def _folder_of_formats(ctx):
+    import soundfile
+
+    folder = ctx.tmp / "calls"
+    folder.mkdir()
+    signal = np.asarray(soundfile.read(ctx.wav, dtype="float32")[0])
+    soundfile.write(folder / "a.w64", signal, 16000, format="W64")
+    soundfile.write(folder / "b.caf", signal, 16000, format="CAF")
+    soundfile.write(folder / "c.wav", signal, 16000)
+    (folder / "notes.txt").write_text("not audio")
+    return ["predict", folder, "--model", ctx.run, "--json"]
+
+
+def _every_format_predicted(ctx, output):
+    rows = json.loads(output[output.index("["): output.rindex("]") + 1])
+    assert sorted(os.path.basename(r["path"]) for r in rows) == ["a.w64", "b.caf", "c.wav"]
+    assert len({round(r["p_angry"], 5) for r in rows}) == 1  # the same audio in three containers
+
+
 PREDICT = [
     Case("several-files-some-bad", _several_files, 1,
          ("empty.wav: the file holds no samples", "broken.wav: unreadable audio", "none.wav: no such file",
@@ -338,6 +554,13 @@ PREDICT = [
     Case("window-0", lambda c: _predict(c, "--window", "0"), 2, ("--window", "> 0")),
     Case("no-model", lambda c: ["predict", c.wav, "--model", c.tmp], 2, ("no model here",)),
     Case("empty-folder", lambda c: ["predict", c.tmp, "--model", c.run], 2, ("a folder with no audio file",)),
+    Case("a-file-too-short-for-opensmile",
+         lambda c: ["predict", c.wav, write_wav(str(c.tmp / "short.wav"), tone(0.035)), "--model", c.run, "--json"], 1,
+         ("short.wav: lld features hold NaN or infinity", "too short", "1 of 2 file(s) failed"), _json_without_nan),
+    Case("hop-without-window", lambda c: _predict(c, "--hop", "1"), 2, ("--hop", "give --window")),
+    Case("unfinished-run", _partial_run, 0, ("is an unfinished run", "only the folds it finished")),
+    Case("folder-with-other-formats", _folder_of_formats, 0,
+         ("1 file(s) left out", "notes.txt"), _every_format_predicted),
 ]
 
 
@@ -384,16 +607,29 @@ def _both_kept(ctx, output):
     assert (ctx.run / "evaluation-manifest-other" / "metrics.json").exists()
 
 
+def _evaluate_elsewhere(ctx):
+    os.chdir(ctx.tmp)  # restored by the test; a default ./feature-store would land here
+    return ["evaluate", ctx.run, "--out", ctx.tmp / "retest"]
+
+
+def _no_new_store(ctx, output):
+    assert not (ctx.tmp / "feature-store").exists()
+    again = json.loads((ctx.tmp / "retest" / "metrics.json").read_text())
+    assert again["mean"]["uar"] == pytest.approx(json.loads((ctx.run / "metrics.json").read_text())["mean"]["uar"])
+
+
 EVALUATE = [
     Case("cross-corpus-unknown-and-absent-labels", _cross, 0,
          ("1 manifest utterance(s) left out, their labels not among the classes: fear 1",), _valid_json_only_present_classes),
     Case("retest-and-cross-corpus-folders", _retest_then_cross, 0, ("evaluation-manifest-other",), _both_kept),
     Case("not-a-run", lambda c: ["evaluate", c.tmp], 2, ("not a run folder",)),
+    Case("the-runs-own-store-without---store", _evaluate_elsewhere, 0, (), _no_new_store),
     Case("corpus-without-root", lambda c: ["evaluate", c.run, "--corpus", "emodb"], 2, ("--corpus needs --root",)),
 ]
 
 
 @pytest.mark.parametrize("case", EVALUATE, ids=repr)
-def test_evaluate_handles_bad_input(case, ctx, trained, capsys):
+def test_evaluate_handles_bad_input(case, ctx, trained, capsys, monkeypatch):
     ctx.run = trained
+    monkeypatch.chdir(os.getcwd())  # restores the working folder a case changes
     call(ctx, case, capsys)

@@ -41,7 +41,9 @@ def test_iemocap_improvised_scripted_and_missing_wavs(tmp_path):
     assert improvised["improvised"].all() and not scripted["improvised"].any()
     assert len(improvised) == 30 and len(scripted) == 29
     skipped = load_iemocap(str(tmp_path)).skipped
-    assert [s["where"].endswith("Ses02M_script01_1_M003.wav") for s in skipped] == [True]
+    assert [s["where"].endswith("Ses02M_script01_1_M003.wav") for s in skipped if "label" not in s] == [True]
+    # Every turn labelled outside the categories is listed too: fru and xxx, in each of the ten dialogs.
+    assert sorted(s["label"] for s in skipped if "label" in s) == ["fru"] * 10 + ["xxx"] * 10
     with pytest.raises(CorpusError, match="IEMOCAP_full_release"):
         load_iemocap(str(tmp_path / "Session1"))
 

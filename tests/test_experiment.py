@@ -32,6 +32,7 @@ def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
     assert uar(labels[fold.validation], valid.predict(model).argmax(-1), 4) == pytest.approx(best)
 
 
+@pytest.mark.slow
 def test_svm_baseline_run_on_emodb_folds(emodb_root, emodb_store, tmp_path):
     out = tmp_path / "svm"
     args = ["train", "--corpus", "emodb", "--root", emodb_root, "--model", "svm-egemaps",
@@ -177,6 +178,7 @@ def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_
     assert again["mean"]["uar"] == pytest.approx(metrics["mean"]["uar"])
 
 
+@pytest.mark.slow
 def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store, emodb, tmp_path):
     """A two-fold run tested on one speaker of another corpus: no folds are made there."""
     from sklearn.metrics import balanced_accuracy_score

@@ -20,6 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# With the slow tests (`-m ""`, as CI runs them): a new interpreter pays TensorFlow's import and every
+# model's load again. A compiled model's classes in a new process: tests/test_model.py, by default.
+pytestmark = pytest.mark.slow
+
 CLASSES = ("angry", "happy", "neutral", "sad")
 
 # Runs each (name, args) through `main` in this one process; prints {name: status, out, err}.

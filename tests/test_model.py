@@ -108,3 +108,18 @@ def test_saved_model_round_trip_and_feature_check(tmp_path):
     wrong = dict(batch, lld=batch["lld"][..., :130])
     with pytest.raises(ConfigError, match="lld"):
         loaded(wrong)
+
+
+def test_mixed_precision_keeps_raw_features_and_their_z_scores_in_float32():
+    """ComParE LLDs reach about 1e6, beyond float16: z-scored in float16 they overflow to NaN."""
+    from msir_keras import engine
+
+    with engine.precision("mixed_float16"):
+        model = MSIR.from_preset("tiny", branches=("lld",), lld_dim=4)
+    scale = np.array([1e6, 3e5, 1.0, 10.0], "float32")
+    model.set_normalization({"lld": (scale, scale / 4)})
+    x = (RNG.normal(size=(2, 9, 4)).astype("float32") + 1) * scale
+    out = np.asarray(model({"lld": x}))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-3)
+    assert model.get_layer("lld_standardize").compute_dtype == "float32"

@@ -29,10 +29,10 @@ def inject_parameters(notebook, values):
 
 
 @pytest.mark.parametrize("name, extra, says, figure", [
-    ("emodb_model_fit.ipynb", {}, "test UAR", "confusion.png"),
+    pytest.param("emodb_model_fit.ipynb", {}, "test UAR", "confusion.png", marks=pytest.mark.slow),
     pytest.param("quickstart.ipynb", {}, "(true: ", "my-export", marks=pytest.mark.slow),
     pytest.param("tuning.ipynb", {}, "chosen learning rate", "val_uar_vs_lr.png", marks=pytest.mark.slow),
-    # The eGeMAPS SVM (its functionals are in the session store) stands in for the ComParE one.
+    # The eGeMAPS SVM stands in for the ComParE one (its 88 functionals are quicker to extract).
     pytest.param("reproduce.ipynb", {"ROWS": ["egemaps-svm", "acrnn-2d-llf-3d", "msir-ce", "msir"]},
                  "The paper's tables on manifest", "reproduce-emodb/fig4_confusion.png", marks=pytest.mark.slow),
 ])

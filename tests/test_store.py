@@ -134,3 +134,25 @@ def test_worker_processes_give_the_same_entries(tmp_path, paths, tiny_wav2vec2):
             np.concatenate(FeatureStore(str(tmp_path / "here")).load_many(paths[:3], extractor)),
             np.concatenate(there_store.load_many(paths[:3], extractor)),
         )
+
+
+def test_nonfinite_features_fail_the_file_and_changed_bytes_are_caught_on_loading(tmp_path, paths):
+    from msir_keras.features import DamagedEntryError
+    from msir_keras.features.store import checksum
+
+    short = write_wav(str(tmp_path / "short.wav"), tone(0.035))  # openSMILE: one frame of NaN
+    store = FeatureStore(str(tmp_path / "s"))
+    summary = store.extract([short, paths[0]], [LLD()])
+    assert summary.computed == 1 and [p for p, _ in summary.failed] == [short]
+    assert "features hold NaN or infinity" in dict(summary.failed)[short] and "35 ms" in str(summary)
+    entry = _entries(tmp_path / "s")[0]
+    array = np.load(entry)
+    assert open(entry[:-4] + ".b2").read() == checksum(array)
+    # The data changed after the write, header and size intact: the checksum catches it on loading.
+    changed = array.copy()
+    changed[0, 0] += 1.0
+    np.save(entry, changed)
+    with pytest.raises(DamagedEntryError, match="does not match the checksum"):
+        FeatureStore(str(tmp_path / "s")).load_many([paths[0]], LLD())
+    assert not os.path.exists(entry)  # set aside; the next extraction computes it again
+    assert FeatureStore(str(tmp_path / "s")).extract([paths[0]], [LLD()]).computed == 1

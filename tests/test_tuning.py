@@ -252,3 +252,50 @@ def test_the_cluster_role_comes_from_keras_tuners_variables():
         cluster_role(named)
     with pytest.raises(ConfigError, match="port number, got 'http'"):
         cluster_role(dict(named, KERASTUNER_TUNER_ID="tuner0", KERASTUNER_ORACLE_PORT="http"))
+
+
+def _synthetic(n=24, seed=0):
+    from msir_keras.data import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    return FeatureSet({"lld": [rng.normal(size=(int(t), 6)).astype("float32") + labels[i]
+                               for i, t in enumerate(rng.integers(10, 30, size=n))]}, labels)
+
+
+def test_a_trial_trains_the_epochs_keras_tuner_passes():
+    import keras_tuner
+
+    from msir_keras.tuning import MSIRHyperModel
+
+    data = _synthetic()
+    config = ExperimentConfig(wav2vec2=None, branches=("lld",), preset="tiny", epochs=5, patience=5, batch_size=8)
+    hypermodel = MSIRHyperModel(config, data, data, list("abcd"), space={"learning_rate": {"choice": [1e-3]}})
+    hp = keras_tuner.HyperParameters()
+    result = hypermodel.fit(hp, hypermodel.build(hp), epochs=3, initial_epoch=1)  # as Hyperband continues a trial
+    assert result["epochs_run"] == 2 and 1 < result["best_epoch"] <= 3
+
+
+@pytest.mark.slow
+def test_hyperband_gives_each_trial_its_budget_and_continues_from_the_parent(tmp_path):
+    from msir_keras.tuning import MSIRHyperModel, make_tuner
+
+    import keras_tuner
+
+    data = _synthetic()
+    config = ExperimentConfig(wav2vec2=None, branches=("lld",), preset="tiny", epochs=2, patience=2, batch_size=8)
+    hypermodel = MSIRHyperModel(config, data, data, list("abcd"),
+                                space={"learning_rate": {"float": [1e-4, 1e-2], "sampling": "log"}})
+    assert isinstance(make_tuner(hypermodel, "hyperband", directory=str(tmp_path / "made")), keras_tuner.Hyperband)
+    # Budgets of 1 and 2 epochs: the smallest Hyperband that continues a trial (factor 2).
+    tuner = keras_tuner.Hyperband(hypermodel, objective=keras_tuner.Objective("val_uar", "max"), max_epochs=2,
+                                  factor=2, directory=str(tmp_path), seed=0)
+    tuner.search(verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    budgets = [(t.hyperparameters.values["tuner/initial_epoch"], t.hyperparameters.values["tuner/epochs"])
+               for t in trials]
+    assert any(start > 0 for start, _ in budgets)  # at least one trial continued a parent
+    for trial, (start, stop) in zip(trials, budgets):
+        # Each trial trains its own epochs only: a continued one does not start from zero again.
+        assert trial.metrics.get_last_value("epochs_run") == stop - start
+        assert start < trial.metrics.get_last_value("best_epoch") <= stop
