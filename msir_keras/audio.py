@@ -57,13 +57,23 @@ def wav_shortfall(path):
     return 0
 
 
+# Chunks that follow the data in wavs written by common recorders and editors.
+_METADATA = {b"LIST", b"id3 ", b"ID3 ", b"JUNK", b"junk", b"PAD ", b"fact", b"cue ", b"smpl", b"inst", b"bext",
+             b"iXML", b"_PMX", b"axml", b"acid", b"plst", b"DISP", b"afsp", b"umid", b"cart", b"regn"}
+
+
+def _chunk_id(raw):
+    return len(raw) == 4 and raw.isascii() and raw.decode("ascii").isprintable()
+
+
 def wav_surplus(path):
-    """Bytes after a RIFF/WAVE file's data chunk that belong to no chunk (0 when none).
+    """Bytes of sound after a RIFF/WAVE file's data chunk that belong to no chunk (0 when none).
 
     The opposite of a truncated copy: a header written before the recording
     ended (or not updated after it) declares less audio than the file holds,
     and libsndfile reads only what it declares. Chunks after the data (LIST,
-    id3 ...) are legal and are not counted.
+    id3 ..., even one cut short), a missing pad byte and zero padding are
+    legal or harmless and are not counted.
     """
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
@@ -74,17 +84,26 @@ def wav_surplus(path):
         while offset + 8 <= size:
             handle.seek(offset)
             chunk, length = struct.unpack("<4sI", handle.read(8))
-            if after_data is not None and not (chunk.isascii() and chunk.decode("ascii").isprintable()
-                                               and offset + 8 + length <= size):
-                return size - offset  # not a chunk: samples the header does not declare
+            if after_data is not None:
+                fits = offset + 8 + length <= size
+                if not (chunk in _METADATA or (_chunk_id(chunk) and fits)):
+                    handle.seek(offset - 1)
+                    if offset - 1 == after_data and handle.read(4) in _METADATA:
+                        offset -= 1  # an odd-sized data chunk written without its pad byte
+                        continue
+                    break  # not a chunk: sound the header does not declare
+                if not fits:
+                    return 0  # a metadata chunk cut short: not sound
             if chunk == b"data":
                 if length in (0, 0xFFFFFFFF):
                     return 0
                 after_data = offset + 8 + length
             offset += 8 + length + (length & 1)
-        if after_data is not None and offset < size and size - offset > 1:
-            return size - offset
-    return 0
+        if after_data is None or offset >= size:
+            return 0
+        handle.seek(offset)
+        tail = handle.read()
+    return len(tail) if len(tail) > 1 and any(tail) else 0
 
 
 def read_audio(path, sample_rate=SAMPLE_RATE):

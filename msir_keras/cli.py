@@ -328,7 +328,9 @@ def _branches(text):
 def _announce_wav2vec2(config):
     """Says first, before TensorFlow prints anything, when MSIR runs without its wav2vec branch."""
     if config.model == "msir" and config.wav2vec2 is None:
-        print("NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on log-Mels and LLDs only; "
+        inputs = {"cr": "log-Mels", "lld": "LLDs"}
+        used = " and ".join(inputs[b] for b in config.branches if b in inputs)
+        print(f"NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on {used} only; "
               "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model",
               flush=True)
 
@@ -647,10 +649,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None):
-    _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     loud = args.debug or getattr(args, "verbose", False)
+    if not loud:
+        _quiet_tensorflow()
     if args.command in TENSORFLOW_COMMANDS and not loud:
         # TensorFlow's start-up lines and its retracing notices would bury the package's
         # one-line messages; --verbose or --debug shows them.

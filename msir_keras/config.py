@@ -183,6 +183,9 @@ class ExperimentConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        for name in ("savedmodel", "jit_compile", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
                      "theta", "seed", "label_smoothing", "clipnorm", "ensemble"):
             setattr(self, name, check_limit(name, getattr(self, name)))
@@ -260,9 +263,13 @@ class ExperimentConfig:
     def save(self, path):
         """Writes config.json whole or not at all (a temporary file renamed into place)."""
         temporary = f"{path}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
-        os.replace(temporary, path)
+        try:
+            with open(temporary, "w") as handle:
+                json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
 
     @classmethod
     def load(cls, path):

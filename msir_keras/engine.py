@@ -158,11 +158,12 @@ def _stop_on_nonfinite_loss():
             for name in ("loss", "val_loss"):
                 value = (logs or {}).get(name)
                 if value is not None and not math.isfinite(float(value)):
+                    policy = keras.mixed_precision.global_policy().name
                     raise NonFiniteLossError(
                         f"the {'validation ' if name == 'val_loss' else ''}loss became {float(value)} "
-                        f"at epoch {epoch + 1}; try a lower --learning-rate, --clipnorm 1.0 or "
-                        "--precision float32, and check the features (msir extract names files whose "
-                        "features are not finite)")
+                        f"at epoch {epoch + 1}; try a lower --learning-rate or --set clipnorm=1.0"
+                        + (" or --precision float32" if policy != "float32" else "")
+                        + ", and check the features (msir extract names files whose features are not finite)")
 
     return StopOnNonFiniteLoss()
 

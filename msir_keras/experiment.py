@@ -33,6 +33,7 @@ import pandas as pd
 
 from msir_keras.config import PAPER_ZETA, ExperimentConfig  # noqa: F401  (the runner's config)
 from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
+from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
 from msir_keras.features.base import ConfigError
 from msir_keras.metrics import classification_report, detection_report, mean_reports
@@ -99,7 +100,7 @@ def prepare(config, log=print, folds=True, classes=None):
     except DamagedEntryError as error:  # moved aside on loading: computed again, once
         for line in str(error).splitlines():
             log(f"WARNING: {line.split(' Run the same')[0]}; computed again")
-        log(f"features: {store.extract(table['path'], list(extractors.values()))}")
+        log(f"features: {store.extract(table['path'], list(extractors.values()), verify=True)}")
         data = FeatureSet.from_store(store, table["path"].tolist(), extractors)
     if not folds:
         return table, data, [], summary
@@ -113,7 +114,7 @@ def _make_folds(config, table):
                           seed=config.seed, by=config.validation_by)
     except ValueError as error:
         raise ConfigError(f"{config.root}: {error}") from None
-    for fold in made:
+    for fold in made[: config.max_folds]:
         empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))]
         if empty:
             raise ConfigError(
@@ -128,10 +129,11 @@ def check_classes(config, table):
     counts = table["label"].value_counts()
     if config.task == "classification" and len(counts) < 2:
         raise ConfigError(
-            f"{config.root}: {len(counts)} class(es) ({', '.join(map(str, counts.index)) or 'none'}) after the "
-            "labels left out above; classification needs at least two (check the labels, or --emotions all)")
+            f"{config.root}: {len(counts)} class(es) ({', '.join(map(str, counts.index)) or 'none'}) among the "
+            "utterances kept; classification needs at least two (check the labels, or --emotions all)")
     if config.task == "detection":
         for target in config.targets:
+            target = canonical_label(target)
             if not 0 < counts.get(target, 0) < len(table):
                 raise ConfigError(
                     f"{config.root}: detecting {target} needs utterances with it and without it, got "
@@ -337,8 +339,8 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             model, history, members = train_members(fold_config, data, fold, labels, class_names, target,
                                                     callbacks, verbose, copies, overrides)
         except NonFiniteLossError as error:
-            raise NonFiniteLossError(f"{target} {fold.name}: {error}; the folds finished before are kept "
-                                     "and a rerun resumes from them") from None
+            raise NonFiniteLossError(f"{target} {fold.name}: {error}. The folds finished before are kept: the "
+                                     "same command resumes from them; with other settings add --overwrite") from None
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         if not np.all(np.isfinite(probabilities)):
             raise NonFiniteLossError(f"{target} {fold.name}: the model's test probabilities hold NaN or "
@@ -413,9 +415,13 @@ def finished_fold(config, folder):
 def write_json(path, value):
     """Writes valid JSON, whole or not at all: NaN and infinity (undefined figures) become null."""
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(_finite(value), handle, indent=2, allow_nan=False)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(_finite(value), handle, indent=2, allow_nan=False)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def _finite(value):

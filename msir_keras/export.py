@@ -175,9 +175,10 @@ def audio_files(arguments, warn=None):
             for folder, _, names in os.walk(argument):
                 for name in names:
                     path = os.path.join(folder, name)
-                    if name.lower().endswith(AUDIO_SUFFIXES) or (not name.startswith(".") and _readable_audio(path)):
+                    if name.lower().endswith(AUDIO_SUFFIXES) or (
+                            not name.startswith(".") and os.path.isfile(path) and _readable_audio(path)):
                         found.append(path)
-                    else:
+                    elif not name.startswith("."):  # hidden files (.DS_Store ...) are not mentioned
                         skipped.append(path)
             if not found:
                 raise FileNotFoundError(f"{argument}: a folder with no audio file that libsndfile can read "

@@ -85,7 +85,8 @@ class MaskFrames(keras.layers.Layer):
 
 
 def _lowest(dtype):
-    return {"float16": -65504.0, "bfloat16": -3.38e38}.get(str(dtype), -3.4e38)
+    """The lowest finite value of a float dtype (a TensorFlow or numpy dtype, or its name)."""
+    return {"float16": -65504.0, "bfloat16": -3.38e38}.get(keras.backend.standardize_dtype(dtype), -3.4e38)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -133,9 +133,16 @@ class MSIRHyperModel(_hypermodel_base()):
         from msir_keras import engine
 
         started = time.perf_counter()
-        history = engine.fit(model, self.train, self.valid, self.trial_config(hp), seed=self.seed,
-                             epochs=epochs, initial_epoch=initial_epoch, callbacks=list(callbacks),
-                             verbose=verbose)
+        try:
+            history = engine.fit(model, self.train, self.valid, self.trial_config(hp), seed=self.seed,
+                                 epochs=epochs, initial_epoch=initial_epoch, callbacks=list(callbacks),
+                                 verbose=verbose)
+        except engine.NonFiniteLossError:
+            # A rate that diverges is a result of the search, not a failure of it: recorded at
+            # val_uar 0 (keras-tuner would drop a failed trial, and stop after three in a row).
+            self.trials_run += 1
+            return {"val_uar": 0.0, "best_epoch": 0, "epochs_run": 0, "diverged": 1.0,
+                    "seconds": time.perf_counter() - started}
         self.trials_run += 1
         best = int(history["val_uar"].idxmax())
         return {
@@ -257,6 +264,8 @@ def trial_table(tuner):
         row = {"trial": trial.trial_id, **trial.hyperparameters.values}
         for name in ("val_uar", "best_epoch", "epochs_run", "seconds"):
             row[name] = trial.metrics.get_best_value(name) if trial.metrics.exists(name) else np.nan
+        # A trial whose loss became NaN or infinite (its val_uar is recorded as 0).
+        row["diverged"] = bool(trial.metrics.exists("diverged") and trial.metrics.get_best_value("diverged"))
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values("val_uar", ascending=False, kind="stable").reset_index(drop=True) if rows else table

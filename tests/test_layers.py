@@ -180,3 +180,13 @@ def test_no_registered_object_escapes_its_test():
     registered = {key.split(">", 1)[1] for key in keras.saving.get_custom_objects() if key.startswith("msir_keras>")}
     tested = set(LAYER_CASES) | {"FocalLoss", "UnweightedAverageRecall", "MSIR", "MSIREnsemble"}
     assert registered == tested
+
+
+def test_padding_fill_is_finite_in_float16_whatever_names_the_dtype():
+    """-3.4e38 is -inf in float16: a masked frame's score would make the attention weights NaN."""
+    import tensorflow as tf
+
+    from msir_keras.layers import _lowest
+
+    assert _lowest(tf.float16) == _lowest("float16") == _lowest(np.float16) == -65504.0
+    assert _lowest(tf.float32) == -3.4e38

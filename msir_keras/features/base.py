@@ -30,6 +30,8 @@ def check_signal(signal):
     if not np.issubdtype(signal.dtype, np.floating):
         raise ValueError(f"{signal.dtype} samples: the extractors take floats; {fix}, or divide int16 "
                          "samples by 32768")
+    if not np.all(np.isfinite(signal)):
+        raise ValueError(f"the samples hold NaN or infinity; {fix}")
     peak = float(np.max(np.abs(signal))) if signal.size else 0.0
     if peak > 8.0:
         raise ValueError(f"samples reach {peak:.4g}, far outside [-1, 1] (floats still on the int16 scale?); "
