@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features import DEFAULT_CHECKPOINT, baseline_extractor, branch_extractors
 from msir_keras.features.base import ConfigError
+from msir_keras.features.store import atomic_write
 from msir_keras.limits import check_limit
 
 # The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
@@ -262,14 +262,8 @@ class ExperimentConfig:
 
     def save(self, path):
         """Writes config.json whole or not at all (a temporary file renamed into place)."""
-        temporary = f"{path}.tmp"
-        try:
-            with open(temporary, "w") as handle:
-                json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False).encode()
+        atomic_write(path, lambda stream: stream.write(text))
 
     @classmethod
     def load(cls, path):

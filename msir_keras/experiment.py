@@ -35,6 +35,7 @@ from msir_keras.config import PAPER_ZETA, ExperimentConfig  # noqa: F401  (the r
 from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
 from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
+from msir_keras.features.store import atomic_write
 from msir_keras.features.base import ConfigError
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
@@ -414,14 +415,8 @@ def finished_fold(config, folder):
 
 def write_json(path, value):
     """Writes valid JSON, whole or not at all: NaN and infinity (undefined figures) become null."""
-    temporary = f"{path}.tmp"
-    try:
-        with open(temporary, "w") as handle:
-            json.dump(_finite(value), handle, indent=2, allow_nan=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    text = json.dumps(_finite(value), indent=2, allow_nan=False).encode()
+    atomic_write(path, lambda stream: stream.write(text))
 
 
 def _finite(value):

@@ -139,7 +139,8 @@ def entry_problem(path):
     return None
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
+    """Writes a file whole or not at all: `write(stream)` into a temporary file, renamed into place."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
@@ -227,7 +228,7 @@ class FeatureStore:
         path = self._audio_warnings_path(digest)
         if reasons:
             text = json.dumps(reasons).encode()
-            _atomic_write(path, lambda stream: stream.write(text))
+            atomic_write(path, lambda stream: stream.write(text))
         elif os.path.exists(path):
             os.remove(path)
 
@@ -255,7 +256,7 @@ class FeatureStore:
         description = os.path.join(folder, "extractor.json")
         if not os.path.exists(description):
             text = json.dumps(extractor.identity(), indent=2, sort_keys=True).encode()
-            _atomic_write(description, lambda stream: stream.write(text))
+            atomic_write(description, lambda stream: stream.write(text))
         array = np.ascontiguousarray(array, dtype=np.float32)
         problem = nonfinite_problem(array)
         if problem is not None:  # never stored: the caller reports the file as failed
@@ -263,8 +264,8 @@ class FeatureStore:
         path = self.path(extractor, digest)
         # The checksum first: an entry is there once its .npy is, and is then always verifiable.
         text = checksum(array).encode()
-        _atomic_write(path[:-4] + ".b2", lambda stream: stream.write(text))
-        _atomic_write(path, lambda stream: np.save(stream, array, allow_pickle=False))
+        atomic_write(path[:-4] + ".b2", lambda stream: stream.write(text))
+        atomic_write(path, lambda stream: np.save(stream, array, allow_pickle=False))
 
     def load(self, extractor, digest):
         """The stored array, verified: header, size, checksum (where written) and finite values.
