@@ -119,6 +119,30 @@ def test_wav2vec2_equals_transformers_batched_and_unbatched(tmp_path, emodb, nor
         np.testing.assert_allclose(extractor(signal), reference, atol=2e-5)
 
 
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_wav2vec2_long_signal_in_windows_matches_whole(tmp_path, emodb, norm):
+    """A 10.6 s signal in 4 s windows (0.5 s context each side) against the same signal encoded whole."""
+    folder = save_random_checkpoint(str(tmp_path / norm), size="tiny", seed=2, feat_extract_norm=norm)
+    signal = np.concatenate([read_audio(p) for p in emodb.utterances["path"][:6]])
+    whole = Wav2Vec2(source=folder, chunk_length=None)(signal)
+    windowed = Wav2Vec2(source=folder, chunk_length=4.0, chunk_overlap=0.5)
+    windows = windowed.windows(len(signal))
+    # The kept frames tile the whole signal's frames exactly once, in order.
+    kept = [frames for _, frames in windows]
+    assert len(windows) == 4 and kept[0][0] == 0 and kept[-1][1] == len(whole)
+    assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))
+    assert all(stop - start <= 4.0 * 16000 for (start, stop), _ in windows)
+    chunked = windowed(signal)
+    assert chunked.shape == whole.shape
+    # Only attention beyond a window's context differs (the group norm gets the whole signal's statistics).
+    assert np.linalg.norm(chunked - whole) / np.linalg.norm(whole) < 0.005
+    # extract_many sends a long signal through the windows and batches the short ones as before.
+    short = read_audio(emodb.utterances["path"][0])
+    batch = windowed.extract_many([short, signal])
+    np.testing.assert_allclose(batch[1], chunked, atol=1e-6)
+    np.testing.assert_allclose(batch[0], Wav2Vec2(source=folder, chunk_length=None)(short), atol=2e-5)
+
+
 def test_wav2vec2_layer_selection_and_identity(tiny_wav2vec2, signal, tmp_path):
     ours = Wav2Vec2(source=tiny_wav2vec2, layer=1)(signal)
     np.testing.assert_allclose(ours, _reference_hidden_states(tiny_wav2vec2, signal, layer=1), atol=2e-5)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 
 import numpy as np
 
+from msir_keras.audio import SAMPLE_RATE
 from msir_keras.features.base import Extractor, FeatureConfig, check_signal
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
@@ -114,19 +116,38 @@ class Wav2Vec2(Extractor):
     share a batch. Either way a batch gives the features of each utterance
     alone.
 
+    Long signals are encoded in overlapping windows (`chunk_length`), so
+    memory is bounded by the window, not the recording: the encoder's
+    activations grow about 16 MB per second of audio (base, CPU), so a
+    30-minute file encoded whole would need about 28 GB; in 30 s windows the
+    peak is that of a 30 s utterance (`benchmarks/wav2vec_long.py`). Each
+    window overlaps its neighbours by `chunk_overlap` seconds on each side
+    and only the frames of its centre are kept, so every kept frame saw at
+    least that much context on both sides; the frame count and the 20 ms
+    grid are those of the whole signal. Signals up to `chunk_length` are
+    encoded whole (exactly as before).
+
     Args:
         config: Wav2Vec2Config or dict.
         batch_size: int, defaults to 8. Utterances per forward pass.
         device: str or None. A torch device; by default "cuda" when available.
+        chunk_length: float or None, defaults to 30. Seconds per window; None
+            encodes every signal whole.
+        chunk_overlap: float, defaults to 2. Seconds of context on each side
+            of a window's kept centre.
     """
 
     name = "wav2vec2"
     config_class = Wav2Vec2Config
     parallel = False  # one encoder in this process (and on its GPU), not one per worker
 
-    def __init__(self, config=None, batch_size=8, device=None, **overrides):
+    def __init__(self, config=None, batch_size=8, device=None, chunk_length=30.0, chunk_overlap=2.0, **overrides):
         super().__init__(config, **overrides)
+        if chunk_length is not None and not chunk_length > 2 * chunk_overlap >= 0:
+            raise ValueError(f"chunk_length must exceed 2 x chunk_overlap, got {chunk_length} and {chunk_overlap}")
         self.batch_size = batch_size
+        self.chunk_length = chunk_length
+        self.chunk_overlap = chunk_overlap
         self._device = device
         self._folder = None
         self._fingerprint = None
@@ -193,11 +214,112 @@ class Wav2Vec2(Extractor):
             hidden = hidden.float().cpu().numpy()
         return [hidden[row, : int(n)] for row, n in enumerate(frames)]
 
+    def _frame_geometry(self):
+        """(stride, receptive field) of the convolutional feature encoder, in samples (320, 400 for base)."""
+        config = self.model.config
+        receptive, jump = 1, 1
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            receptive += (kernel - 1) * jump
+            jump *= stride
+        return jump, receptive
+
+    def windows(self, length):
+        """The windows of a `length`-sample signal: [(start, stop) samples, (first, stop) kept frames].
+
+        One window (the whole signal) when it is no longer than `chunk_length`.
+        Frame g of the whole signal covers samples [g * stride, g * stride +
+        receptive); a window starting at a multiple of the stride gives the
+        same grid, so its frame j is the whole signal's frame start / stride + j.
+        """
+        import torch
+
+        total = int(self.model._get_feat_extract_output_lengths(torch.tensor(length)))
+        if self.chunk_length is None or length <= self.chunk_length * SAMPLE_RATE:
+            return [((0, length), (0, total))]
+        stride, receptive = self._frame_geometry()
+        context = int(round(self.chunk_overlap * SAMPLE_RATE / stride))
+        core = (int(self.chunk_length * SAMPLE_RATE) - receptive) // stride + 1 - 2 * context  # window <= chunk
+        windows = []
+        for first in range(0, total, core):
+            stop = min(first + core, total)
+            start_sample = max(0, first - context) * stride
+            stop_sample = min(length, (stop + context - 1) * stride + receptive)
+            windows.append(((start_sample, stop_sample), (first, stop)))
+        return windows
+
+    def _encode(self, signal):
+        """Features of one prepared signal: whole, or window by window (`windows`)."""
+        windows = self.windows(len(signal))
+        if len(windows) == 1:
+            return self._forward([signal])[0]
+        stride = self._frame_geometry()[0]
+        parts = []
+        with self._whole_signal_group_norm(signal):
+            for (start, stop), (first, last) in windows:
+                frames = self._forward([signal[start:stop]])[0]
+                parts.append(frames[first - start // stride: last - start // stride])
+        return np.concatenate(parts)
+
+    @contextlib.contextmanager
+    def _whole_signal_group_norm(self, signal):
+        """Gives a group-norm encoder's first layer the whole signal's statistics while windows are encoded.
+
+        The base checkpoints' first convolution is followed by a GroupNorm
+        with one group per channel: each channel is z-scored over the time
+        axis of what it is given. Encoded window by window it would use each
+        window's statistics; here they are computed over the whole signal
+        first (streamed in windows, in float64), and a forward hook applies
+        them. Layer-norm encoders need nothing: their norms are per frame.
+        """
+        import torch
+
+        model = self.model
+        if model.config.feat_extract_norm != "group":
+            yield
+            return
+        layer = model.feature_extractor.conv_layers[0]
+        kernel, stride = model.config.conv_kernel[0], model.config.conv_stride[0]
+        count = (len(signal) - kernel) // stride + 1
+        step = SAMPLE_RATE // stride  # one second at a time: (512, 3200) floats
+        device = next(model.parameters()).device
+        total = squares = 0.0
+        with torch.inference_mode():
+            for first in range(0, count, step):
+                last = min(first + step, count)
+                piece = torch.from_numpy(signal[first * stride: (last - 1) * stride + kernel]).to(device)
+                output = layer.conv(piece[None, None])[0].double()  # (channels, frames)
+                total = total + output.sum(dim=-1)
+                squares = squares + (output * output).sum(dim=-1)
+        mean = total / count
+        std = torch.sqrt(torch.clamp(squares / count - mean * mean, min=0.0) + layer.layer_norm.eps)
+
+        def whole_signal_statistics(module, inputs, output):
+            x = inputs[0]
+            scale = (module.weight / std.to(x.dtype))[None, :, None]
+            return (x - mean.to(x.dtype)[None, :, None]) * scale + module.bias[None, :, None]
+
+        handle = layer.layer_norm.register_forward_hook(whole_signal_statistics)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def __call__(self, signal):
-        return self._forward([self._prepare(signal)])[0]
+        return self._encode(self._prepare(signal))
 
     def extract_many(self, signals):
         signals = [self._prepare(signal) for signal in signals]
+        if self.chunk_length is not None:
+            long = {i for i, signal in enumerate(signals) if len(signal) > self.chunk_length * SAMPLE_RATE}
+            if long:  # window by window, alone; the others in batches
+                short = [i for i in range(len(signals)) if i not in long]
+                results = dict(zip(short, self.extract_many_prepared([signals[i] for i in short])))
+                results.update({i: self._encode(signals[i]) for i in long})
+                return [results[i] for i in range(len(signals))]
+        return self.extract_many_prepared(signals)
+
+    def extract_many_prepared(self, signals):
+        """Features of prepared signals no longer than `chunk_length`, batched by length."""
         order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
         maskable = self.model.config.feat_extract_norm == "layer"
         results = [None] * len(signals)
