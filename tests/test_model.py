@@ -92,11 +92,19 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
         f"np.save({str(tmp_path / 'out.npy')!r}, np.asarray(m(b)));"
         "print(type(m).__name__, m.class_names, type(m.loss).__name__, m.loss.zeta)"
     )
-    result = subprocess.run([sys.executable, "-c", "import msir_keras.model;" + code],
-                            capture_output=True, text=True)
+    # `import msir_keras` alone registers the classes, whether Keras is imported after it or before.
+    for first in ("import msir_keras;", "import keras, msir_keras;"):
+        result = subprocess.run([sys.executable, "-c", first + code], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "MSIR ['angry', 'happy', 'neutral', 'sad'] FocalLoss 0.25" in result.stdout
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_importing_the_package_imports_neither_keras_nor_tensorflow():
+    code = "import sys, msir_keras, msir_keras.cli; print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "MSIR ['angry', 'happy', 'neutral', 'sad'] FocalLoss 0.25" in result.stdout
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    assert result.stdout.strip() == "[]"
 
 
 def test_saved_model_round_trip_and_feature_check(tmp_path):
