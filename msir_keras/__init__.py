@@ -10,37 +10,53 @@ commands that need neither start in a fraction of a second.
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 
 __version__ = "0.1.0"
 
 
-def _register():
-    importlib.import_module("msir_keras.model")  # its import registers every saved class
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Imports `msir_keras.model` (whose import registers every saved class) once Keras is there.
 
-
-class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """Finds `keras` as usual, then registers this package's classes once it has been executed."""
+    It watches the import of `keras` and of this package's modules: after
+    either has run, with Keras imported, registration is tried. When Keras
+    is first imported by one of this package's modules (say `augment`),
+    `msir_keras.model` cannot be imported yet (it needs that module, still
+    half-run); it is then tried again when that module has finished.
+    """
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if name != "keras" and not name.startswith("msir_keras."):
             return None
-        sys.meta_path.remove(self)  # once; the usual finders find keras itself
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
+        for finder in sys.meta_path:  # the usual finders find the module itself
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        execute = getattr(spec.loader, "exec_module", None)
+        if execute is not None:
+            def exec_module(module):
+                execute(module)
+                self.register()
 
-        def exec_module(module):
-            execute(module)
-            _register()
-
-        spec.loader.exec_module = exec_module
+            spec.loader.exec_module = exec_module
         return spec
 
+    def register(self):
+        if "keras" not in sys.modules or "msir_keras.model" in sys.modules:
+            return
+        try:
+            importlib.import_module("msir_keras.model")
+        except ImportError:
+            return  # a module it needs is still running its import: tried again when that one ends
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
 
-if "keras" in sys.modules:
-    _register()
-elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterKeras())
+
+if not any(isinstance(finder, _RegisterWithKeras) for finder in sys.meta_path):
+    _finder = _RegisterWithKeras()
+    sys.meta_path.insert(0, _finder)
+    _finder.register()
