@@ -14,6 +14,7 @@ from msir_keras.features.base import ConfigError
 from msir_keras.limits import check_limit, describe_limit
 
 RUN_RECIPE = "small-data"  # `msir run`'s training settings; train and tune start from the paper's
+RUN_MODEL = "fusion"  # `msir run`'s detector: MSIR late-fused with functionals (msir_keras.fusion)
 
 DEFAULT_STORE = "feature-store"
 
@@ -327,7 +328,7 @@ def _branches(text):
 
 def _announce_wav2vec2(config):
     """Says first, before TensorFlow prints anything, when MSIR runs without its wav2vec branch."""
-    if config.model == "msir" and config.wav2vec2 is None:
+    if config.model in ("msir", "fusion") and config.wav2vec2 is None:
         inputs = {"cr": "log-Mels", "lld": "LLDs"}
         used = " and ".join(inputs[b] for b in config.branches if b in inputs)
         print(f"NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on {used} only; "
@@ -339,7 +340,7 @@ def _run(config, args):
     from msir_keras.experiment import check_run_folder, run_experiment
 
     check_run_folder(config, args.out, args.overwrite)  # before any work
-    if config.model == "msir" and "w2v" in config.branches:
+    if config.model in ("msir", "fusion") and "w2v" in config.branches:
         config.extractors()["w2v"].key()  # fail at once on an unreachable checkpoint
     run_experiment(config, args.out, overwrite=args.overwrite, verbose=1 if args.verbose and sys.stdout.isatty() else
                    (2 if args.verbose else 0))
@@ -348,7 +349,8 @@ def _run(config, args):
 
 
 def cmd_run(args):
-    config = _experiment_config(args, default_recipe=RUN_RECIPE, split="speakers", task="classification")
+    config = _experiment_config(args, default_recipe=RUN_RECIPE, split="speakers", task="classification",
+                                model=args.model or RUN_MODEL, baselines=not args.no_baselines)
     _announce_wav2vec2(config)
     return _run(config, args)
 
@@ -552,6 +554,12 @@ def build_parser():
     run = commands.add_parser("run", help="the main job: extract, train MSIR on speaker folds, test, table")
     _corpus_arguments(run)
     _add_config_flags(run, training=False, default_recipe=RUN_RECIPE)
+    run.add_argument("--model", default=None, choices=["fusion", "msir"],
+                     help=f"fusion: MSIR late-fused with a classifier on openSMILE functionals, weight and "
+                     f"functionals chosen on the training speakers; msir: MSIR alone (default: {RUN_MODEL})")
+    run.add_argument("--no-baselines", action="store_true",
+                     help="leave out the two SVM baselines trained on the same folds (default: trained and "
+                     "reported beside the model)")
     run.set_defaults(handler=cmd_run)
 
     train = commands.add_parser("train", help="an experiment with every setting: task, model, split, loss")
@@ -663,7 +671,7 @@ def main(argv=None):
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if getattr(args, "out", "") is None and args.command in ("run", "train", "tune"):
         corpus = args.corpus or "run"
-        model = getattr(args, "model", None) or "msir"
+        model = getattr(args, "model", None) or (RUN_MODEL if args.command == "run" else "msir")
         args.out = os.path.join("runs", f"{corpus}-{model}" + ("-tuning" if args.command == "tune" else ""))
     warnings.showwarning = _show_warning  # one line each, not Python's file:line form
     if args.debug:

@@ -16,7 +16,8 @@ from msir_keras.limits import check_limit
 
 # The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
 PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
-MODELS = ("msir", "svm-compare", "svm-egemaps")
+MODELS = ("msir", "fusion", "svm-compare", "svm-egemaps")
+FUNCTIONALS = ("auto", "compare", "egemaps", "both")
 TASKS = ("classification", "detection")
 EMOTIONS = ("four", "all")  # the classes: angry, happy, neutral, sad; or every label of the corpus
 SPLITS = ("speakers", "session", "loso")
@@ -57,7 +58,9 @@ class ExperimentConfig:
         emotions: "four" (angry, happy, neutral, sad, the paper's classes)
             or "all" (every label the corpus has, e.g. EmoDB's seven;
             classification only, in alphabetical order).
-        model: "msir", "svm-compare" or "svm-egemaps".
+        model: "msir", "fusion" (MSIR late-fused with a classifier on
+            openSMILE functionals, `msir_keras.fusion`), "svm-compare" or
+            "svm-egemaps".
         preset: "small", "paper" or "tiny" (MSIR sizes; `msir_keras.model.PRESETS`).
         branches: tuple of "cr", "lld", "w2v".
         model_options: dict. MSIR arguments over the preset.
@@ -110,6 +113,19 @@ class ExperimentConfig:
         ensemble: int, defaults to 1. Models per fold, trained from seeds
             seed, seed+1, ...; their class probabilities are averaged (one
             saved model; training and prediction cost this many times more).
+        functionals: "auto" (default), "compare", "egemaps" or "both"
+            (model "fusion"). The openSMILE functionals of the fused
+            detector's classifier; "auto" chooses among the three by
+            leave-one-speaker-out UAR on each fold's training speakers.
+        fusion_weight: float in [0, 1] or None (default: chosen per fold on
+            the training speakers' out-of-fold probabilities). MSIR's share
+            of the fused probabilities (model "fusion").
+        inner_folds: int, defaults to 2. Speaker groups of a fold's training
+            speakers (model "fusion"): one MSIR model is trained per group
+            held out, early-stopped on it, and the members are averaged.
+        baselines: bool, defaults to False (`msir run`: True). Also train
+            both SVM baselines on the same folds and report them beside the
+            model (`baselines/` in the run folder).
         recipe: str, defaults to "paper". The named recipe (`RECIPES`) the
             training settings started from; a record, set by `with_recipe`.
     """
@@ -155,6 +171,10 @@ class ExperimentConfig:
     clipnorm: float = 0.0
     class_weights: str = "none"
     ensemble: int = 1
+    functionals: str = "auto"
+    fusion_weight: float | None = None
+    inner_folds: int = 2
+    baselines: bool = False
     recipe: str = "paper"
 
     def __post_init__(self):
@@ -180,14 +200,15 @@ class ExperimentConfig:
             ("lr_schedule", self.lr_schedule, SCHEDULES),
             ("class_weights", self.class_weights, CLASS_WEIGHTS),
             ("recipe", self.recipe, tuple(RECIPES)),
+            ("functionals", self.functionals, FUNCTIONALS),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
-        for name in ("savedmodel", "jit_compile", "tensorboard"):
+        for name in ("savedmodel", "jit_compile", "tensorboard", "baselines"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("n_folds", "batch_size", "epochs", "patience", "validation", "learning_rate",
-                     "theta", "seed", "label_smoothing", "clipnorm", "ensemble"):
+                     "theta", "seed", "label_smoothing", "clipnorm", "ensemble", "inner_folds"):
             setattr(self, name, check_limit(name, getattr(self, name)))
         zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
         for value in zetas:
@@ -195,7 +216,7 @@ class ExperimentConfig:
         for name in ("dropout", "time_masks", "time_mask_width", "feature_masks", "feature_mask_width"):
             if name in self.model_options:
                 check_limit(name, self.model_options[name])
-        for name in ("max_folds", "max_trials"):
+        for name in ("max_folds", "max_trials", "fusion_weight"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_limit(name, getattr(self, name)))
 
@@ -281,7 +302,7 @@ class ExperimentConfig:
 
     def extractors(self):
         """The feature extractors of this experiment, by model input name."""
-        if self.model != "msir":
+        if self.model.startswith("svm-"):
             name = self.model.split("-", 1)[1]
             return {name: baseline_extractor(name)}
         wav2vec2 = None
@@ -289,7 +310,11 @@ class ExperimentConfig:
             wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
         extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
         wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
-        return {wanted[b]: extractors[wanted[b]] for b in self.branches}
+        inputs = {wanted[b]: extractors[wanted[b]] for b in self.branches}
+        if self.model == "fusion":  # the functional sets the classifier may choose from, after MSIR's inputs
+            sets = ("compare", "egemaps") if self.functionals in ("auto", "both") else (self.functionals,)
+            inputs.update({name: baseline_extractor(name) for name in sets})
+        return inputs
 
     def zeta_for(self, target):
         """The focal weighting of one target's loss (see `zeta`)."""

@@ -108,6 +108,13 @@ class FeatureSet:
             None if self.labels is None else self.labels[rows],
         )
 
+    def select(self, names):
+        """The same utterances with only the inputs `names` (e.g. a model's), in that order."""
+        missing = [name for name in names if name not in self.features]
+        if missing:
+            raise ValueError(f"this FeatureSet has no input(s) {missing}; it has {self.names}")
+        return FeatureSet({name: self.features[name] for name in names}, self.labels)
+
     def with_labels(self, labels):
         return FeatureSet(self.features, labels)
 

@@ -59,8 +59,9 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{config_path}: not a run folder written by `msir run`/`msir train`")
     config = ExperimentConfig.load(config_path)
-    if config.model != "msir":
+    if config.model not in ("msir", "fusion"):
         raise ValueError(f"{run}: an SVM run keeps no model to evaluate; rerun `msir train --model {config.model}`")
+    config = dataclasses.replace(config, baselines=False)  # the run's models only
     cross = corpus is not None
     if cross:
         if root is None:
@@ -82,13 +83,13 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
             if (target, fold.name) not in models:
                 raise FileNotFoundError(f"{run}: no model for {target} fold {fold.name}; the run folder is incomplete")
             model = load_model(os.path.join(models[(target, fold.name)], "model.keras"), compile=False)
-            predicted = data.subset(fold.test).predict(model, config.batch_size).argmax(-1)
+            predicted = data.select(model.feature_inputs).subset(fold.test).predict(model, config.batch_size).argmax(-1)
             reports[fold.name] = _report(config, labels[fold.test], predicted, class_names)
         probabilities = []
         for (model_target, name), folder in models.items() if cross else []:
             if model_target == target:
                 model = load_model(os.path.join(folder, "model.keras"), compile=False)
-                probabilities.append(data.predict(model, config.batch_size))
+                probabilities.append(data.select(model.feature_inputs).predict(model, config.batch_size))
                 reports[name] = _report(config, labels, probabilities[-1].argmax(-1), class_names)
         mean = mean_reports(list(reports.values()))
         if len(probabilities) > 1:  # what `msir predict` does with a run: the fold models' average

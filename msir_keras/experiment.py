@@ -85,8 +85,8 @@ def prepare(config, log=print, folds=True, classes=None):
     table = corpus.utterances
     if folds:  # refused before any extraction: a corpus that cannot make this experiment
         check_classes(config, table)
-        _make_folds(config, table)
-    extractors = config.extractors()
+        check_selection_speakers(config, table, _make_folds(config, table)[: config.max_folds])
+    extractors = {**config.extractors(), **baseline_inputs(config)}
     store = FeatureStore(config.store)
     summary = store.extract(table["path"], list(extractors.values()), progress=True, workers="auto")
     log(f"features: {summary}")
@@ -108,6 +108,18 @@ def prepare(config, log=print, folds=True, classes=None):
     return table, data, _make_folds(config, table)[: config.max_folds], summary
 
 
+BASELINES = ("svm-compare", "svm-egemaps")
+
+
+def baseline_inputs(config):
+    """{input name: extractor} of the SVM baselines a run trains beside its model (`config.baselines`)."""
+    if not config.baselines:
+        return {}
+    from msir_keras.features import baseline_extractor
+
+    return {name.split("-", 1)[1]: baseline_extractor(name.split("-", 1)[1]) for name in BASELINES}
+
+
 def _make_folds(config, table):
     """The split's folds; a fold with an empty training, validation or test part is refused, named."""
     try:
@@ -123,6 +135,29 @@ def _make_folds(config, table):
                 f"({len(table)} utterances, {table['speaker'].nunique()} speakers); give the corpus more "
                 "utterances or speakers, or change --validation / --folds")
     return made
+
+
+def check_selection_speakers(config, table, folds):
+    """Refuses a fused detector whose fold has too few training speakers to choose by held-out speakers.
+
+    The fused detector chooses everything on speakers its models did not see
+    (`inner_folds` groups of training speakers); with fewer training speakers
+    than groups there is no such choice, and a same-speaker score would pick
+    what fits those speakers (on a two-speaker corpus, a validation UAR of 1.0
+    and chance on the test speaker).
+    """
+    if config.model != "fusion":
+        return
+    for fold in folds:
+        rows = np.concatenate([fold.train, fold.validation])
+        count = table["speaker"].iloc[rows].nunique()
+        if count < config.inner_folds:
+            fix = (f"--set inner_folds={count}" if count >= 2 else
+                   "a corpus with more speakers, fewer --folds, or --model svm-compare (its C is then "
+                   "chosen on the training speaker's own utterances)")
+            raise ConfigError(
+                f"{config.root}: fold {fold.name} trains on {count} speaker(s), fewer than the {config.inner_folds} "
+                f"speaker groups the fused detector holds out to choose its weight and settings; use {fix}")
 
 
 def check_classes(config, table):
@@ -323,7 +358,15 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     started = time.perf_counter()
     os.makedirs(folder, exist_ok=True)
     labels, class_names = target_labels(config, table, target)
-    if config.model == "msir":
+    trained = config.model in ("msir", "fusion")
+    if config.model == "fusion":
+        from msir_keras.fusion import train_fused
+
+        model, history, extra, selection = _checked_training(
+            lambda: train_fused(config, table, data, fold, labels, class_names, target, log, verbose), target, fold)
+        selection.to_csv(os.path.join(folder, "selection.csv"), index=False)
+        data = data.select(model.feature_inputs)
+    elif config.model == "msir":
         fold_config, overrides, chosen = config, {}, {}
         copies = training_copies(config, table, fold, labels, log)
         if config.tune:
@@ -334,14 +377,19 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             import keras
 
             callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(folder, "tensorboard")))
+        model, history, members = _checked_training(
+            lambda: train_members(fold_config, data, fold, labels, class_names, target, callbacks, verbose,
+                                  copies, overrides), target, fold)
+        extra = members[0]
+        if len(members) > 1:
+            extra = {**extra, "val_uar": float(np.mean([m["val_uar"] for m in members])), "members": members}
+        if chosen:
+            extra["chosen"] = chosen
+    else:
+        predicted, probabilities, history, extra = _fit_baseline(config, data, fold, labels)
+    if trained:
         from msir_keras.engine import NonFiniteLossError
 
-        try:
-            model, history, members = train_members(fold_config, data, fold, labels, class_names, target,
-                                                    callbacks, verbose, copies, overrides)
-        except NonFiniteLossError as error:
-            raise NonFiniteLossError(f"{target} {fold.name}: {error}. The folds finished before are kept: the "
-                                     "same command resumes from them; with other settings add --overwrite") from None
         probabilities = data.subset(fold.test).predict(model, config.batch_size)
         if not np.all(np.isfinite(probabilities)):
             raise NonFiniteLossError(f"{target} {fold.name}: the model's test probabilities hold NaN or "
@@ -358,13 +406,6 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
         with open(os.path.join(folder, "normalization.json"), "w") as handle:
             json.dump({k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in statistics.items()},
                       handle)
-        extra = members[0]
-        if len(members) > 1:
-            extra = {**extra, "val_uar": float(np.mean([m["val_uar"] for m in members])), "members": members}
-        if chosen:
-            extra["chosen"] = chosen
-    else:
-        predicted, probabilities, history, extra = _fit_baseline(config, data, fold, labels)
     history.to_csv(os.path.join(folder, "history.csv"), index=False)
     test = table.iloc[fold.test]
     predictions = pd.DataFrame({
@@ -376,6 +417,13 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     if probabilities is not None:
         for index, name in enumerate(class_names):
             predictions[f"p_{name}"] = probabilities[:, index]
+    if config.model == "fusion":  # each part's own probabilities and UAR, beside the fused ones
+        from msir_keras.fusion import part_probabilities
+
+        for part, values in part_probabilities(model, data.subset(fold.test), config.batch_size).items():
+            for index, name in enumerate(class_names):
+                predictions[f"{part}_p_{name}"] = values[:, index]
+            extra[f"{part}_uar"] = _report(config, labels[fold.test], values.argmax(axis=1), class_names)["uar"]
     predictions.to_csv(os.path.join(folder, "predictions.csv"), index=False)
     report = _report(config, labels[fold.test], predicted, class_names)
     report.update(fold=fold.to_dict(table), seconds=round(time.perf_counter() - started, 1), **extra)
@@ -385,6 +433,17 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     write_json(os.path.join(folder, "metrics.json"), report)
     _log_fold(config, target, fold.name, report, log)
     return report
+
+
+def _checked_training(train, target, fold):
+    """Runs `train()`; a NaN or infinite loss is re-raised naming the target and fold."""
+    from msir_keras.engine import NonFiniteLossError
+
+    try:
+        return train()
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{target} {fold.name}: {error}. The folds finished before are kept: the "
+                                 "same command resumes from them; with other settings add --overwrite") from None
 
 
 def _log_fold(config, target, name, report, log, note=""):
@@ -403,7 +462,7 @@ def _log_fold(config, target, name, report, log, note=""):
 def finished_fold(config, folder):
     """The saved report of a fold that a previous attempt finished, or None."""
     path = os.path.join(folder, "metrics.json")
-    if not os.path.exists(path) or (config.model == "msir" and not os.path.exists(
+    if not os.path.exists(path) or (config.model in ("msir", "fusion") and not os.path.exists(
             os.path.join(folder, "model.keras"))):
         return None
     try:
@@ -489,21 +548,36 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
                  if config.model == "msir" else config.model)
     log(f"{described} on {config.corpus}: "
         f"{len(table)} utterances, {len(folds)} fold(s), task {config.task}")
+    results = _run_folds(config, table, data.select(list(config.extractors())), folds, targets, staging, log,
+                         verbose)
+    metrics = summarise(config, results)
+    if config.baselines:  # the SVMs on the same folds, in baselines/<model>/, reported beside the model
+        metrics["baselines"] = {}
+        for name in BASELINES:
+            baseline = dataclasses.replace(config, model=name, baselines=False)
+            reports = _run_folds(baseline, table, data.select(list(baseline.extractors())), folds, targets,
+                                 os.path.join(staging, "baselines", name), log, verbose)
+            metrics["baselines"][name] = summarise(baseline, reports)
+    metrics = write_results(staging, metrics, log)
+    _move_into_place(staging, out)
+    return metrics
+
+
+def _run_folds(config, table, data, folds, targets, folder, log, verbose):
+    """Every target on every fold (a fold finished before is read back): {target: {"folds", "mean"}}."""
     results = {}
     for target in targets:
         reports = {}
         for fold in folds:
-            folder = os.path.join(staging, target, fold.name)
-            report = finished_fold(config, folder)
+            fold_folder = os.path.join(folder, target, fold.name)
+            report = finished_fold(config, fold_folder)
             if report is None:
-                report = run_fold(config, table, data, fold, target, folder, log, verbose)
+                report = run_fold(config, table, data, fold, target, fold_folder, log, verbose)
             else:
                 _log_fold(config, target, fold.name, report, log, note="  (finished before, reused)")
             reports[fold.name] = report
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
-    metrics = write_results(staging, summarise(config, results), log)
-    _move_into_place(staging, out)
-    return metrics
+    return results
 
 
 def _move_into_place(staging, out):
@@ -537,7 +611,7 @@ def summarise(config, results):
             "per_emotion": {k: {"sensitivity": v["sensitivity"], "specificity": v["specificity"],
                                 "f1": v["f1"]} for k, v in r["per_class"].items()},
         }
-        return {
+        summary = {
             "task": "classification",
             "model": config.model,
             "folds": {name: figures(r) for name, r in result["folds"].items()},
@@ -547,14 +621,36 @@ def summarise(config, results):
             # Classes no test part held (cross-corpus): no per-class figure is given for them.
             "absent": result["mean"].get("absent", []),
         }
+        _add_parts(summary, result["folds"])
+        return summary
     figures = lambda r: {k: r[k] for k in ("uar", "sensitivity", "specificity", "f1", "wa")}  # noqa: E731
     emotions = {
         target: {"folds": {n: figures(r) for n, r in res["folds"].items()}, "mean": figures(res["mean"])}
         for target, res in results.items()
     }
+    for target, res in results.items():
+        _add_parts(emotions[target], res["folds"])
     overall = {k: float(np.nanmean([np.nan if e["mean"][k] is None else e["mean"][k] for e in emotions.values()]))
                for k in ("uar", "sensitivity", "specificity", "f1", "wa")}
     return {"task": "detection", "model": config.model, "emotions": emotions, "mean": overall}
+
+
+PARTS = ("msir", "functionals")  # a fused model's parts, each also scored alone on the test speakers
+
+
+def _add_parts(summary, reports):
+    """A fused model's per-fold test UAR of each part alone, and what was chosen, into `summary`."""
+    for name, report in reports.items():
+        fold = summary["folds"][name]
+        for part in PARTS:
+            if f"{part}_uar" in report:
+                fold[f"{part}_uar"] = report[f"{part}_uar"]
+        if "chosen" in report:
+            fold["chosen"] = report["chosen"]
+    for part in PARTS:
+        values = [f[f"{part}_uar"] for f in summary["folds"].values() if f"{part}_uar" in f]
+        if values and len(values) == len(summary["folds"]):
+            summary["mean"][f"{part}_uar"] = float(np.mean(values))
 
 
 def _figure(value, digits=3):
@@ -581,6 +677,34 @@ def results_table(metrics):
             for name, r in list(result["folds"].items()) + [("mean", result["mean"])]:
                 rows.append([emotion, name] + [_figure(r[k]) for k in keys])
         rows.append(["all", "mean"] + [_figure(metrics["mean"][k]) for k in keys])
+    text = _markdown(header, rows)
+    comparison = comparison_table(metrics)
+    return text if comparison is None else f"{text}\n\nUAR beside the baselines (same folds):\n\n{comparison}"
+
+
+def _markdown(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def comparison_table(metrics):
+    """Per-fold and mean UAR of the model, its fused parts alone and the SVM baselines; None without either.
+
+    Classification runs only (a detection run's table lists each emotion).
+    """
+    if metrics["task"] != "classification":
+        return None
+    baselines = metrics.get("baselines", {})
+    parts = [p for p in PARTS if f"{p}_uar" in metrics["mean"]]
+    if not baselines and not parts:
+        return None
+    names = {"msir": "MSIR part alone", "functionals": "functionals classifier alone"}
+    header = ["fold", metrics["model"], *(names[p] for p in parts), *(f"SVM, {b.split('-', 1)[1]}" for b in baselines)]
+    rows = []
+    for name in [*metrics["folds"], "mean"]:
+        figures = metrics["mean"] if name == "mean" else metrics["folds"][name]
+        other = [(b["mean"] if name == "mean" else b["folds"].get(name, {})).get("uar") for b in baselines.values()]
+        rows.append([name, _figure(figures["uar"]), *(_figure(figures.get(f"{p}_uar")) for p in parts),
+                     *(_figure(value) for value in other)])
+    return _markdown(header, rows)

@@ -395,8 +395,8 @@ class Detector:
 
         Features whose frames depend only on their neighbourhood (log-Mels,
         LLDs) are computed once for the whole file and sliced into windows;
-        wav2vec 2.0 features (attention over the whole input) are computed per
-        window, in batches. Memory grows with the file's length only through
+        wav2vec 2.0 features (attention over the whole input) and a fused
+        model's utterance-level functionals are computed per window, in batches. Memory grows with the file's length only through
         those whole-file features (about 0.7 MB per minute for log-Mels and
         3D-LLDs); windows are cut and predicted `batch_size` at a time.
 

@@ -8,6 +8,7 @@ ever empty and the cuDNN LSTM kernel stays valid); masks come from lengths.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "msir_keras"
@@ -249,3 +250,77 @@ class BiLSTM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "merge_mode": self.merge_mode}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FunctionalsClassifier(keras.layers.Layer):
+    """A multinomial logistic regression on z-scored functionals, as a Keras layer.
+
+    p = softmax(((x - mean) / std) W + b), x the concatenated functional
+    vectors (B, D) of `inputs_names` in order: scikit-learn's
+    `make_pipeline(StandardScaler(), LogisticRegression())` with its fitted
+    statistics and coefficients (`from_sklearn`), so a saved model holds the
+    whole classifier and needs no pickle. Its weights are not trained by Keras.
+
+    Args:
+        inputs_names: list of str. The functional sets it reads, e.g. ["compare", "egemaps"].
+        input_sizes: list of int. Their dimensions, e.g. [6373, 88].
+        num_classes: int.
+
+    Call: a list of (B, D_i) float tensors -> (B, num_classes) probabilities.
+    """
+
+    def __init__(self, inputs_names, input_sizes, num_classes, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.inputs_names = list(inputs_names)
+        self.input_sizes = [int(s) for s in input_sizes]
+        self.num_classes = int(num_classes)
+        size = sum(self.input_sizes)
+        self.mean = self.add_weight(name="mean", shape=(size,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(size,), initializer="ones", trainable=False)
+        self.kernel = self.add_weight(name="kernel", shape=(size, self.num_classes), initializer="zeros",
+                                      trainable=False)
+        self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros", trainable=False)
+
+    @classmethod
+    def from_sklearn(cls, pipeline, inputs_names, input_sizes, num_classes, **kwargs):
+        """The layer of a fitted `StandardScaler` + `LogisticRegression` pipeline.
+
+        A binary regression (one coefficient row) becomes the two-column
+        softmax [0, z] with the same probabilities. Classes the training
+        part lacked get a bias of -1e9 (probability 0), as scikit-learn
+        gives them no column.
+        """
+        scaler, regression = pipeline[0], pipeline[-1]
+        coef = np.asarray(regression.coef_, np.float64)
+        intercept = np.asarray(regression.intercept_, np.float64)
+        if coef.shape[0] == 1:  # binary: p(class 1) = sigmoid(z) = softmax([0, z])[1]
+            coef = np.concatenate([np.zeros_like(coef), coef])
+            intercept = np.concatenate([[0.0], intercept])
+        kernel = np.zeros((coef.shape[1], num_classes))
+        bias = np.full(num_classes, -1e9)
+        kernel[:, regression.classes_] = coef.T
+        bias[regression.classes_] = intercept
+        if sum(input_sizes) != coef.shape[1]:
+            raise ValueError(f"input sizes {list(input_sizes)} do not add up to the regression's {coef.shape[1]}")
+        layer = cls(inputs_names, input_sizes, num_classes, **kwargs)
+        layer.mean.assign(np.asarray(scaler.mean_, np.float32))
+        layer.std.assign(np.asarray(scaler.scale_, np.float32))
+        layer.kernel.assign(kernel.astype(np.float32))
+        layer.bias.assign(bias.astype(np.float32))
+        return layer
+
+    def call(self, inputs):
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        x = ops.concatenate([ops.cast(t, "float32") for t in inputs], axis=-1)
+        logits = ops.matmul((x - self.mean) / self.std, self.kernel) + self.bias
+        return ops.softmax(logits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        first = input_shape[0] if isinstance(input_shape, list) else input_shape
+        return (first[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "inputs_names": self.inputs_names, "input_sizes": self.input_sizes,
+                "num_classes": self.num_classes}

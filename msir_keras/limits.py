@@ -26,6 +26,8 @@ LIMITS = {
     "label_smoothing": (float, 0.0, 1.0, True, False),
     "clipnorm": (float, 0.0, None, True, True),
     "ensemble": (int, 1, None, True, True),
+    "inner_folds": (int, 2, None, True, True),
+    "fusion_weight": (float, 0.0, 1.0, True, True),
     "threshold": (float, 0.0, 1.0, True, True),
     "max_folds": (int, 1, None, True, True),
     "max_trials": (int, 1, None, True, True),

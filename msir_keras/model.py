@@ -326,6 +326,83 @@ class MSIREnsemble(keras.Model):
         return cls(members, **config)
 
 
+@keras.saving.register_keras_serializable(package="msir_keras")
+class LateFusion(keras.Model):
+    """MSIR and a functionals classifier as one model: w * p_MSIR + (1 - w) * p_functionals.
+
+    A functional model over MSIR's sequence inputs (`logmel`, `lld`,
+    `w2v`: (B, T, ...), right-padded) and one (B, D) input per
+    functional set (`compare`: 6373, `egemaps`: 88). It saves, loads,
+    exports and predicts like an MSIR model; `feature_config` holds the
+    extractors of every input, so a Detector computes them from audio.
+
+    Args:
+        msir: MSIR or MSIREnsemble (trained).
+        classifier: FunctionalsClassifier (fitted).
+        msir_weight: float in [0, 1]. The weight of MSIR's probabilities.
+    """
+
+    def __init__(self, msir, classifier, msir_weight, **kwargs):
+        from msir_keras.features import baseline_extractor
+
+        if not 0.0 <= float(msir_weight) <= 1.0:
+            raise ConfigError(f"msir_weight must be in [0, 1], got {msir_weight}")
+        if classifier.num_classes != msir.num_classes:
+            raise ConfigError(f"the functionals classifier has {classifier.num_classes} classes, "
+                              f"MSIR {msir.num_classes}")
+        sequence = {name: keras.Input(shape=(None, *shape), name=name)
+                    for name, shape in msir.feature_shapes().items()}
+        vectors = {name: keras.Input(shape=(size,), name=name)
+                   for name, size in zip(classifier.inputs_names, classifier.input_sizes)}
+        p_msir = msir(sequence)
+        p_functionals = classifier([vectors[name] for name in classifier.inputs_names])
+        weighted = [layers.Rescaling(float(msir_weight), name="msir_share", dtype="float32")(p_msir),
+                    layers.Rescaling(1.0 - float(msir_weight), name="functionals_share",
+                                     dtype="float32")(p_functionals)]
+        outputs = layers.Add(name="late_fusion", dtype="float32")(weighted)
+        kwargs.setdefault("name", "late_fusion")
+        super().__init__(inputs={**sequence, **vectors}, outputs=outputs, **kwargs)
+        self.msir = msir
+        self.classifier = classifier
+        self.msir_weight = float(msir_weight)
+        self._functionals_config = {}
+        for name in classifier.inputs_names:
+            extractor = baseline_extractor(name)
+            self._functionals_config[name] = {"extractor": extractor.name, "config": extractor.get_config(),
+                                              "identity": extractor.identity()}
+
+    num_classes = property(lambda self: self.msir.num_classes)
+    class_names = property(lambda self: self.msir.class_names)
+    branches = property(lambda self: self.msir.branches)
+
+    @property
+    def feature_config(self):
+        return {**(self.msir.feature_config or {}), **self._functionals_config}
+
+    @property
+    def feature_inputs(self):
+        return [*self.msir.feature_inputs, *self.classifier.inputs_names]
+
+    def feature_shapes(self):
+        """{input name: the shape of one frame}; a functional set's vector is (B, D): shape ()."""
+        return {**self.msir.feature_shapes(), **{name: () for name in self.classifier.inputs_names}}
+
+    def get_normalization(self):
+        return self.msir.get_normalization()
+
+    def get_config(self):
+        return {"name": self.name, "msir": keras.saving.serialize_keras_object(self.msir),
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "msir_weight": self.msir_weight}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        msir = keras.saving.deserialize_keras_object(config.pop("msir"))
+        classifier = keras.saving.deserialize_keras_object(config.pop("classifier"))
+        return cls(msir, classifier, **config)
+
+
 def load_model(path, compile=True):
     """Loads a `.keras` file saved from an MSIR model, in any process.
 

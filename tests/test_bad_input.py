@@ -158,10 +158,10 @@ def _two_per_class(ctx):
     return manifest
 
 
-def _two_speakers(ctx):
+def _two_speakers(ctx, per_class=1):
     table = ctx.corpus.table
     manifest = ctx.tmp / "two.csv"
-    table[table["speaker"].isin([3, 8])].groupby(["speaker", "label"]).head(1).to_csv(manifest, index=False)
+    table[table["speaker"].isin([3, 8])].groupby(["speaker", "label"]).head(per_class).to_csv(manifest, index=False)
     return manifest
 
 
@@ -214,6 +214,10 @@ TRAIN = [
     Case("truncated-config", _truncated_config, 2, ("config.json: not valid JSON",)),
     Case("a-fold-without-validation-utterances", lambda c: _train_on(c, _two_speakers(c)), 2,
          ("has no validation utterance", "--validation"), _nothing_extracted),
+    # Two speakers, two folds: each fold trains on one, so nothing can be chosen on held-out speakers.
+    Case("fusion-with-one-training-speaker", lambda c: _train_on(c, _two_speakers(c, per_class=4), "--model",
+                                                                 "fusion", "--folds", "2"), 2,
+         ("trains on 1 speaker(s)", "--model svm-compare"), _nothing_extracted),
 ]
 
 
@@ -244,6 +248,11 @@ def _two_folds_written(ctx, output):
     metrics = json.loads((ctx.tmp / "run" / "metrics.json").read_text())
     assert len(metrics["folds"]) == 2
     assert not (ctx.tmp / "run.partial").exists()
+    # `msir run`'s detector is the fused one, with both SVMs on the same folds.
+    assert metrics["model"] == "fusion"
+    assert {name: list(b["folds"]) for name, b in metrics["baselines"].items()} == {
+        "svm-compare": list(metrics["folds"]), "svm-egemaps": list(metrics["folds"])}
+    assert "SVM, compare" in output
 
 
 RUN = [

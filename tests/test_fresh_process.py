@@ -72,8 +72,8 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
     (folder / "broken.wav").write_bytes(b"RIFF1234WAVEjunk")
     (folder / "bad.csv").write_text("file,emotion\na.wav,sad\n")
     store, models = emodb_store.root, {kind: str(runs[kind]) for kind in ("classification", "detection",
-                                                                          "ensemble", "wav2vec")}
-    tested = {kind: _tested(runs[kind]) for kind in ("classification", "ensemble")}
+                                                                          "ensemble", "wav2vec", "fusion")}
+    tested = {kind: _tested(runs[kind]) for kind in ("classification", "ensemble", "fusion")}
     calls = [
         ("classification/predict", ["predict", *wavs, "--model", models["classification"], "--json"]),
         ("classification/fold", ["predict", tested["classification"][1], "--model", models["classification"],
@@ -88,6 +88,12 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
                            "--fold", tested["ensemble"][0], "--json"]),
         ("detection/predict", ["predict", *wavs, "--model", models["detection"], "--json"]),
         ("detection/evaluate", ["evaluate", models["detection"], "--store", store]),
+        ("fusion/fold", ["predict", tested["fusion"][1], "--model", models["fusion"], "--json"]),
+        ("fusion/evaluate", ["evaluate", models["fusion"], "--store", store]),
+        ("fusion/export", ["export", models["fusion"], "--out", str(folder / "export-fusion")]),
+        ("fusion/exported", ["predict", tested["fusion"][1], "--model", str(folder / "export-fusion"), "--json"]),
+        ("fusion/timeline", ["predict", str(long), "--model", models["fusion"], "--window", "2", "--hop", "1",
+                             "--out", str(folder / "timeline-fusion")]),
         ("wav2vec/predict", ["predict", *wavs[:2], "--model", models["wav2vec"], "--json"]),
         ("wav2vec/export", ["export", models["wav2vec"], "--out", str(folder / "export-w2v")]),
         ("wav2vec/exported", ["predict", *wavs[:2], "--model", str(folder / "export-w2v"), "--json"]),
@@ -158,6 +164,31 @@ def test_detection_run_predicts_and_evaluates(fresh, runs):
     _ok(results, "detection/evaluate")
     metrics = json.loads((runs["detection"] / "evaluation-retest" / "metrics.json").read_text())
     assert set(metrics["emotions"]) == {"sad", "angry"}
+
+
+def test_fused_run_predicts_evaluates_and_exports_as_the_training_process(fresh, runs):
+    """MSIR members, the functionals classifier and the weight in one model: a new process, its SavedModel and
+    its timeline give what the training process stored."""
+    results, folder = fresh
+    run = runs["fusion"]
+    _, _, stored = _tested(run)
+    columns = [f"p_{e}" for e in CLASSES]
+    from_run = _table(results, "fusion/fold").iloc[0]
+    np.testing.assert_allclose(from_run[columns].to_numpy(float), stored[columns].to_numpy(float), rtol=1e-4,
+                               atol=1e-5)
+    _ok(results, "fusion/export")
+    from_export = _table(results, "fusion/exported").iloc[0]
+    np.testing.assert_allclose(from_export[columns].to_numpy(float), stored[columns].to_numpy(float), rtol=1e-4,
+                               atol=1e-5)
+    _ok(results, "fusion/evaluate")
+    again = json.loads((run / "evaluation-retest" / "metrics.json").read_text())
+    original = json.loads((run / "metrics.json").read_text())
+    for name, figures in original["folds"].items():
+        assert again["folds"][name]["uar"] == pytest.approx(figures["uar"])
+    _ok(results, "fusion/timeline")
+    timeline = pd.read_csv(folder / "timeline-fusion" / "call.timeline.csv")
+    assert len(timeline) > 1
+    np.testing.assert_allclose(timeline[columns].sum(axis=1), 1, atol=1e-3)
 
 
 def test_wav2vec_run_and_its_export_predict_alike(fresh):

@@ -178,7 +178,9 @@ def test_no_registered_object_escapes_its_test():
     import msir_keras.model  # noqa: F401  (registers everything a saved model names)
 
     registered = {key.split(">", 1)[1] for key in keras.saving.get_custom_objects() if key.startswith("msir_keras>")}
-    tested = set(LAYER_CASES) | {"FocalLoss", "UnweightedAverageRecall", "MSIR", "MSIREnsemble"}
+    # FunctionalsClassifier and LateFusion: tests/test_fusion.py.
+    tested = set(LAYER_CASES) | {"FocalLoss", "UnweightedAverageRecall", "MSIR", "MSIREnsemble",
+                                 "FunctionalsClassifier", "LateFusion"}
     assert registered == tested
 
 
