@@ -10,7 +10,9 @@ commands that need neither start in a fraction of a second.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import sys
+import warnings
 
 __version__ = "0.1.0"
 
@@ -22,22 +24,29 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
     either has run, with Keras imported, registration is tried. When Keras
     is first imported by one of this package's modules (say `augment`),
     `msir_keras.model` cannot be imported yet (it needs that module, still
-    half-run); it is then tried again when that module has finished.
+    half-run); it is then tried again when that module has finished. It
+    never makes an import fail: a registration that fails otherwise is a
+    warning, and the hook leaves.
     """
+
+    msir_keras_registration = True  # how another copy (a reloaded package) recognises it
 
     def find_spec(self, name, path=None, target=None):
         if name != "keras" and not name.startswith("msir_keras."):
             return None
         for finder in sys.meta_path:  # the usual finders find the module itself
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "msir_keras_registration", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 break
         else:
             return None
-        execute = getattr(spec.loader, "exec_module", None)
-        if execute is not None:
+        # A file loader serves this one module: wrapping its exec_module touches nothing shared.
+        if isinstance(spec.loader, (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader,
+                                    importlib.machinery.ExtensionFileLoader)):
+            execute = spec.loader.exec_module
+
             def exec_module(module):
                 execute(module)
                 self.register()
@@ -46,17 +55,33 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
         return spec
 
     def register(self):
-        if "keras" not in sys.modules or "msir_keras.model" in sys.modules:
+        model = sys.modules.get("msir_keras.model")
+        if model is not None:  # imported, or being imported: its end registers everything
+            if not getattr(model.__spec__, "_initializing", False):
+                self._leave()
+            return
+        if "keras" not in sys.modules:
             return
         try:
             importlib.import_module("msir_keras.model")
-        except ImportError:
-            return  # a module it needs is still running its import: tried again when that one ends
+        except ImportError as error:
+            if "partially initialized" in str(error):
+                return  # a module it needs is still running its import: tried again when that one ends
+            self._leave(error)
+        except Exception as error:  # noqa: BLE001  (another package's import must not fail because of ours)
+            self._leave(error)
+        else:
+            self._leave()
+
+    def _leave(self, error=None):
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+        if error is not None:
+            warnings.warn(f"msir_keras could not register its Keras classes ({type(error).__name__}: {error}); "
+                          "import msir_keras.model to see why", stacklevel=2)
 
 
-if not any(isinstance(finder, _RegisterWithKeras) for finder in sys.meta_path):
+if not any(getattr(finder, "msir_keras_registration", False) for finder in sys.meta_path):
     _finder = _RegisterWithKeras()
     sys.meta_path.insert(0, _finder)
     _finder.register()

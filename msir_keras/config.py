@@ -204,6 +204,14 @@ class ExperimentConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        fused_only = {"functionals": self.functionals != "auto", "fusion_weight": self.fusion_weight is not None,
+                      "inner_folds": self.inner_folds != 2}
+        if self.model != "fusion" and any(fused_only.values()):
+            raise ConfigError(f"{', '.join(k for k, v in fused_only.items() if v)}: settings of --model fusion, "
+                              f"not of --model {self.model}")
+        if self.model == "fusion" and (self.tune or self.speeds or self.tensorboard):
+            raise ConfigError("model fusion chooses its settings on held-out training speakers itself: it takes no "
+                              "--tune, speeds or --tensorboard (use them with --model msir)")
         for name in ("savedmodel", "jit_compile", "tensorboard", "baselines"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -222,6 +230,12 @@ class ExperimentConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def for_model(self, model):
+        """A copy for another model on the same corpus and folds (a fused detector's MSIR members, a
+        run's baselines): the fused detector's own settings and `baselines` back to their defaults."""
+        return dataclasses.replace(self, model=model, functionals="auto", fusion_weight=None, inner_folds=2,
+                                   baselines=False)
 
     def with_recipe(self, name):
         """A copy with a named recipe's training settings (`RECIPES`) and `recipe=name`.

@@ -153,8 +153,9 @@ def check_selection_speakers(config, table, folds):
         count = table["speaker"].iloc[rows].nunique()
         if count < config.inner_folds:
             fix = (f"--set inner_folds={count}" if count >= 2 else
-                   "a corpus with more speakers, fewer --folds, or --model svm-compare (its C is then "
-                   "chosen on the training speaker's own utterances)")
+                   "a corpus with more speakers" + (", fewer --folds" if config.n_folds > 2 else "")
+                   + ", or `msir train --model svm-compare` (its C is then chosen on the training speaker's "
+                   "own utterances)")
             raise ConfigError(
                 f"{config.root}: fold {fold.name} trains on {count} speaker(s), fewer than the {config.inner_folds} "
                 f"speaker groups the fused detector holds out to choose its weight and settings; use {fix}")
@@ -451,7 +452,9 @@ def _log_fold(config, target, name, report, log, note=""):
     chosen = (f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"
               if "val_uar" in report else "")
     if "members" in report:
-        chosen = f"  best val_uar {report['val_uar']:.3f} (mean of {len(report['members'])} seeds' best epochs)"
+        chosen = f"  best val_uar {report['val_uar']:.3f} (mean of {len(report['members'])} models' best epochs)"
+    if config.model.startswith("svm-"):  # named: a run prints its baselines' lines after its own
+        chosen = f"  ({config.model}, C={report['C']:g})" if "C" in report else f"  ({config.model})"
     log(f"  {target:>14} {name:<22} UAR {report['uar']:.3f}  "
         + (f"WA {report['wa']:.3f}  macro-F1 {report['macro_f1']:.3f}"
            if config.task == "classification"
@@ -553,8 +556,8 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     metrics = summarise(config, results)
     if config.baselines:  # the SVMs on the same folds, in baselines/<model>/, reported beside the model
         metrics["baselines"] = {}
-        for name in BASELINES:
-            baseline = dataclasses.replace(config, model=name, baselines=False)
+        for name in (b for b in BASELINES if b != config.model):
+            baseline = config.for_model(name)
             reports = _run_folds(baseline, table, data.select(list(baseline.extractors())), folds, targets,
                                  os.path.join(staging, "baselines", name), log, verbose)
             metrics["baselines"][name] = summarise(baseline, reports)

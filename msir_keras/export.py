@@ -125,6 +125,10 @@ class LoadedModel:
     def input_shapes(self):
         return {name: tuple(shape) for name, shape in self.metadata["input_shapes"].items()}
 
+    def select(self, inputs):
+        """The entries of `inputs` (a dict by input name) this model takes; others are left out."""
+        return {name: value for name, value in inputs.items() if name in self.metadata["input_shapes"]}
+
     def check_inputs(self, inputs):
         """Raises ConfigError when `inputs` do not fit the features the model was trained on."""
         expected = self.metadata["input_shapes"]
@@ -224,12 +228,15 @@ class Detector:
                 raise ValueError(f"{path}: no fold named {fold!r}")
         self.models = {key: LoadedModel(folder) for key, folder in folders.items()}
         self.threshold = threshold
-        first = next(iter(self.models.values()))
-        self.feature_config = first.feature_config
-        self.input_shapes = first.input_shapes
+        # Every input any model takes (fused folds may each have chosen other functionals);
+        # an input two models share must have been made alike.
+        self.feature_config, self.input_shapes = {}, {}
         for model in self.models.values():
-            if model.feature_config != self.feature_config or model.input_shapes != self.input_shapes:
-                raise ConfigError(f"{path}: its models were trained on different features")
+            for name, entry in (model.feature_config or {}).items():
+                shape = model.input_shapes[name]
+                if self.feature_config.setdefault(name, entry) != entry or \
+                        self.input_shapes.setdefault(name, shape) != shape:
+                    raise ConfigError(f"{path}: its models were trained on different {name} features")
         self.extractors = {}
         for name, entry in self.feature_config.items():
             config = dict(entry["config"])
@@ -263,7 +270,7 @@ class Detector:
 
             @tf.function(input_signature=[signature])
             def forward(inputs):
-                return {t: tf.add_n([m.call(inputs) for m in models]) / len(models)
+                return {t: tf.add_n([m.call(m.select(inputs)) for m in models]) / len(models)
                         for t, models in groups.items()}
 
             self._forward = forward
@@ -280,12 +287,12 @@ class Detector:
 
     def probabilities(self, inputs):
         """{target: (B, C) probabilities averaged over folds} of padded features."""
-        first = next(iter(self.models.values()))
-        first.check_inputs(inputs)
+        for model in self.models.values():
+            model.check_inputs(model.select(inputs))
         inputs = {k: np.asarray(v, np.float32) for k, v in inputs.items()}
         if all(m.traced for m in self.models.values()):
             # SavedModels: their graphs exist; wrapping them in a new function would trace again.
-            return {t: np.mean([np.asarray(m.call(inputs)) for (target, _), m in self.models.items()
+            return {t: np.mean([np.asarray(m.call(m.select(inputs))) for (target, _), m in self.models.items()
                                 if target == t], axis=0) for t in self.targets}
         outputs = self._function()(inputs)
         return {target: value.numpy() for target, value in outputs.items()}

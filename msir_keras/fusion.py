@@ -81,6 +81,10 @@ def _speaker_out_of_fold(x, y, speakers, c, num_classes):
     out = np.zeros((len(y), num_classes))
     for speaker in np.unique(speakers):
         held = speakers == speaker
+        present = np.unique(y[~held])
+        if len(present) < 2:  # the other speakers hold one class (a rare emotion): it is all they can say
+            out[held, present[0]] = 1.0
+            continue
         model = logistic_regression(c).fit(x[~held], y[~held])
         out[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
     return out
@@ -162,8 +166,9 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
     speakers = table["speaker"].astype(str).to_numpy()
     genders = table.groupby(table["speaker"].astype(str))["gender"].first().to_dict()
     groups = inner_groups(speakers[train_rows], genders, config.inner_folds)
-    msir_inputs = [name for name in data.names if name not in FUNCTIONAL_SETS["both"]]
-    msir_data = data.select(msir_inputs)
+    # The members are MSIR models: their features and stored extractor settings are MSIR's alone.
+    member_config = config.for_model("msir")
+    msir_data = data.select(list(member_config.extractors()))
 
     members, histories, member_scores = [], [], []
     out_of_fold = np.zeros((len(labels), num_classes))
@@ -172,7 +177,7 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
         inner = Fold(f"{fold.name}-inner{index + 1}", np.setdiff1d(train_rows, held), held, fold.test)
         for offset in range(config.ensemble):
             seed = config.seed + offset
-            model, history = engine.train(config, msir_data, inner, labels, class_names, target, seed=seed,
+            model, history = engine.train(member_config, msir_data, inner, labels, class_names, target, seed=seed,
                                           verbose=verbose, name=f"msir_group{index + 1}_seed{seed}")
             probabilities = msir_data.subset(held).predict(model, config.batch_size)
             out_of_fold[held] += probabilities / config.ensemble
@@ -188,6 +193,8 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
                    if name in data.features}
     y = labels[train_rows]
     candidates = ("compare", "egemaps", "both") if config.functionals == "auto" else (config.functionals,)
+    log(f"    {target} {fold.name}: choosing the functionals classifier among {len(candidates) * len(C_GRID)} "
+        f"settings, each speaker of {len(set(speakers[train_rows]))} held out in turn")
     chosen_set, c, functional_scores, functionals_oof = select_functionals(
         functionals, y, speakers[train_rows], num_classes, candidates)
     msir_oof = out_of_fold[train_rows]
@@ -205,10 +212,10 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
     model = LateFusion(msir, classifier, weight)
     extra = {
         "chosen": {"functionals": chosen_set, "C": c, "msir_weight": weight},
-        "selection": {"groups": groups, "members": member_scores, "functionals": functional_scores,
+        "selection": {"groups": groups, "functionals": functional_scores,
                       "msir_weight": {f"{w:g}": s for w, s in weight_scores.items()}},
+        "members": member_scores,
         "val_uar": float(np.mean([m["val_uar"] for m in member_scores])),
-        "best_epoch": member_scores[0]["best_epoch"],
     }
     selection = pd.DataFrame({
         "path": table["path"].to_numpy()[train_rows],

@@ -340,11 +340,13 @@ class LateFusion(keras.Model):
         msir: MSIR or MSIREnsemble (trained).
         classifier: FunctionalsClassifier (fitted).
         msir_weight: float in [0, 1]. The weight of MSIR's probabilities.
+        functionals_config: {set name: {"extractor", "config", "identity"}}
+            of the classifier's inputs, or None for the package's
+            (`features.baseline_extractor`); saved with the model, so a
+            Detector checks that it extracts them alike.
     """
 
-    def __init__(self, msir, classifier, msir_weight, **kwargs):
-        from msir_keras.features import baseline_extractor
-
+    def __init__(self, msir, classifier, msir_weight, functionals_config=None, **kwargs):
         if not 0.0 <= float(msir_weight) <= 1.0:
             raise ConfigError(f"msir_weight must be in [0, 1], got {msir_weight}")
         if classifier.num_classes != msir.num_classes:
@@ -365,11 +367,13 @@ class LateFusion(keras.Model):
         self.msir = msir
         self.classifier = classifier
         self.msir_weight = float(msir_weight)
-        self._functionals_config = {}
-        for name in classifier.inputs_names:
-            extractor = baseline_extractor(name)
-            self._functionals_config[name] = {"extractor": extractor.name, "config": extractor.get_config(),
-                                              "identity": extractor.identity()}
+        if functionals_config is None:
+            from msir_keras.features import baseline_extractor
+
+            extractors = {name: baseline_extractor(name) for name in classifier.inputs_names}
+            functionals_config = {name: {"extractor": e.name, "config": e.get_config(), "identity": e.identity()}
+                                  for name, e in extractors.items()}
+        self.functionals_config = copy.deepcopy(functionals_config)
 
     num_classes = property(lambda self: self.msir.num_classes)
     class_names = property(lambda self: self.msir.class_names)
@@ -377,7 +381,7 @@ class LateFusion(keras.Model):
 
     @property
     def feature_config(self):
-        return {**(self.msir.feature_config or {}), **self._functionals_config}
+        return {**(self.msir.feature_config or {}), **self.functionals_config}
 
     @property
     def feature_inputs(self):
@@ -393,7 +397,7 @@ class LateFusion(keras.Model):
     def get_config(self):
         return {"name": self.name, "msir": keras.saving.serialize_keras_object(self.msir),
                 "classifier": keras.saving.serialize_keras_object(self.classifier),
-                "msir_weight": self.msir_weight}
+                "msir_weight": self.msir_weight, "functionals_config": self.functionals_config}
 
     @classmethod
     def from_config(cls, config):

@@ -214,6 +214,10 @@ TRAIN = [
     Case("truncated-config", _truncated_config, 2, ("config.json: not valid JSON",)),
     Case("a-fold-without-validation-utterances", lambda c: _train_on(c, _two_speakers(c)), 2,
          ("has no validation utterance", "--validation"), _nothing_extracted),
+    Case("fusion-setting-without-fusion", lambda c: _train(c, "--set", "fusion_weight=0.5"), 2,
+         ("fusion_weight: settings of --model fusion, not of --model msir",)),
+    Case("fusion-with-speed-copies", lambda c: _train(c, "--model", "fusion", "--set", "speeds=[0.9]"), 2,
+         ("takes no --tune, speeds or --tensorboard",)),
     # Two speakers, two folds: each fold trains on one, so nothing can be chosen on held-out speakers.
     Case("fusion-with-one-training-speaker", lambda c: _train_on(c, _two_speakers(c, per_class=4), "--model",
                                                                  "fusion", "--folds", "2"), 2,

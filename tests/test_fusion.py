@@ -176,3 +176,35 @@ def test_fused_model_loads_with_plain_keras(runs):
     assert type(model).__name__ == "LateFusion"
     assert model.feature_inputs == ["lld", "egemaps"]
     assert set(model.feature_config) == {"lld", "egemaps"}
+
+
+def test_a_run_whose_folds_chose_other_functionals_predicts_with_all(tmp_path, emodb, sample_wav):
+    """Fold models of one fused run may take different functional sets: the Detector extracts every input any
+    of them takes and gives each model its own, as each would alone."""
+    from msir_keras import engine
+    from msir_keras.audio import read_audio
+    from msir_keras.config import ExperimentConfig
+    from msir_keras.export import Detector
+    from msir_keras.model import LateFusion
+
+    config = ExperimentConfig(model="msir", preset="tiny", branches=("lld",), wav2vec2=None)
+    rng = np.random.default_rng(0)
+    names = ["angry", "happy", "neutral", "sad"]
+    y = np.arange(40) % 4
+    models = {}
+    for fold, chosen in (("f1", "egemaps"), ("f2", "compare")):
+        msir = engine.build(config, {"lld": (195,)}, names, feature_config=engine.feature_config(config),
+                            name=f"msir_{fold}")
+        size = {"egemaps": 88, "compare": 6373}[chosen]
+        _, classifier = fit_functionals_classifier({chosen: rng.normal(size=(40, size))}, y, [chosen], 0.1, names)
+        models[fold] = LateFusion(msir, classifier, 0.5)
+        folder = tmp_path / "run" / "classification" / fold
+        folder.mkdir(parents=True)
+        models[fold].save(str(folder / "model.keras"))
+    detector = Detector(str(tmp_path / "run"))
+    assert sorted(detector.extractors) == ["compare", "egemaps", "lld"]
+    both = detector.predict([sample_wav])
+    inputs = detector.features([read_audio(sample_wav)])
+    alone = [np.asarray(m({k: inputs[k] for k in m.feature_inputs})) for m in models.values()]
+    np.testing.assert_allclose(both[[f"p_{n}" for n in names]].to_numpy(float)[0], np.mean(alone, axis=0)[0],
+                               rtol=1e-4, atol=1e-5)

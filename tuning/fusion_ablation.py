@@ -15,6 +15,9 @@ the run's feature store, it scores on the test speakers:
 
 Every choice is made again exactly as `msir_keras.fusion` makes it: on the
 training speakers only; the test speakers are predicted, never used to choose.
+The figures are test-fold figures: they describe what each part is worth;
+choosing a default from them (a set, a weight) would let the test folds
+decide it, and is not what they are for.
 
 Usage: python tuning/fusion_ablation.py RUN [RUN ...] [--out tuning/results/fusion-ablation]
 Writes OUT.json and OUT.md.
@@ -54,11 +57,17 @@ def _fold_files(run, fold, row_of, train, test):
             predictions.set_index(predictions["path"].map(row_of)).loc[test])
 
 
-def _set_probabilities(features, labels, speakers, train, test, name, classes):
+def _best_c(scores, name):
+    """The C the run's selection found best for one set (its `selection.functionals` scores; ties: smaller C)."""
+    tried = {float(key.split("C=")[1]): value for key, value in scores.items() if key.split(" C=")[0] == name}
+    return max(tried, key=lambda c: (tried[c], -c))
+
+
+def _set_probabilities(features, labels, speakers, train, test, name, classes, c):
     """Out-of-fold (training) and test probabilities of the logistic regression on one imposed set."""
     x = {part: features[part] for part in FUNCTIONAL_SETS[name]}
     _, c, _, oof = select_functionals({k: v[train] for k, v in x.items()}, labels[train], speakers[train],
-                                      len(classes), sets=(name,))
+                                      len(classes), sets=(name,), c_grid=(c,))
     stacked = np.concatenate([x[part] for part in FUNCTIONAL_SETS[name]], axis=1)
     model = logistic_regression(c).fit(stacked[train], labels[train])
     test_probabilities = np.zeros((len(test), len(classes)))
@@ -84,15 +93,20 @@ def main():
     table, data, folds, _ = prepare(config, log=lambda line: None)
     labels, classes = target_labels(config, table, "classification")
     speakers = table["speaker"].astype(str).to_numpy()
-    features = {name: np.stack(data.features[name]) for name in ("compare", "egemaps")}
+    features = {name: np.stack(data.features[name]) for name in ("compare", "egemaps") if name in data.features}
+    sets = [name for name, parts in FUNCTIONAL_SETS.items() if all(p in features for p in parts)]
     row_of = {path: i for i, path in enumerate(table["path"])}
 
     rows, seeds_msir = [], {}
     for fold in folds:
         train = np.sort(np.concatenate([fold.train, fold.validation]))
         test = np.asarray(fold.test)
-        imposed = {name: _set_probabilities(features, labels, speakers, train, test, name, classes)
-                   for name in FUNCTIONAL_SETS}
+        # The leave-one-speaker-out scores of every set and C are in the run's metrics (the same for every
+        # seed: the classifier does not depend on MSIR); only the best C of each set is fitted again.
+        with open(os.path.join(args.runs[0], "classification", fold.name, "metrics.json")) as handle:
+            scores = json.load(handle)["selection"]["functionals"]
+        imposed = {name: _set_probabilities(features, labels, speakers, train, test, name, classes,
+                                            _best_c(scores, name)) for name in sets}
         for run in args.runs:
             seed = ExperimentConfig.load(os.path.join(run, "config.json")).seed
             selection, predictions = _fold_files(run, fold, row_of, train, test)  # the runs share the folds

@@ -143,8 +143,9 @@ class Wav2Vec2(Extractor):
 
     def __init__(self, config=None, batch_size=8, device=None, chunk_length=30.0, chunk_overlap=2.0, **overrides):
         super().__init__(config, **overrides)
-        if chunk_length is not None and not chunk_length > 2 * chunk_overlap >= 0:
-            raise ValueError(f"chunk_length must exceed 2 x chunk_overlap, got {chunk_length} and {chunk_overlap}")
+        if chunk_length is not None and not (chunk_length >= 2 * chunk_overlap + 1.0 and chunk_overlap >= 0):
+            raise ValueError(f"chunk_length must be at least 2 x chunk_overlap + 1 s (each window keeps a centre), "
+                             f"got {chunk_length} and {chunk_overlap}")
         self.batch_size = batch_size
         self.chunk_length = chunk_length
         self.chunk_overlap = chunk_overlap
@@ -164,7 +165,10 @@ class Wav2Vec2(Extractor):
         if self._fingerprint is None:
             self._fingerprint = checkpoint_fingerprint(self.folder)
         config = {k: v for k, v in self.get_config().items() if k != "source"}
-        return {"extractor": self.name, "config": config, "weights": self._fingerprint}
+        identity = {"extractor": self.name, "config": config, "weights": self._fingerprint}
+        if (self.chunk_length, self.chunk_overlap) != (30.0, 2.0):  # other windows, other features of long files
+            identity["windows"] = [self.chunk_length, self.chunk_overlap]
+        return identity
 
     @property
     def model(self):
@@ -278,6 +282,10 @@ class Wav2Vec2(Extractor):
             yield
             return
         layer = model.feature_extractor.conv_layers[0]
+        norm = layer.layer_norm
+        if not (hasattr(norm, "num_groups") and norm.num_groups == norm.num_channels and norm.affine):
+            raise CheckpointError(f"{self.config.source}: the first layer's norm is not one affine group per channel "
+                                  "(wav2vec 2.0's GroupNorm); encode long signals whole: chunk_length=None")
         kernel, stride = model.config.conv_kernel[0], model.config.conv_stride[0]
         count = (len(signal) - kernel) // stride + 1
         step = SAMPLE_RATE // stride  # one second at a time: (512, 3200) floats
