@@ -178,6 +178,7 @@ def test_fused_model_loads_with_plain_keras(runs):
     assert set(model.feature_config) == {"lld", "egemaps"}
 
 
+@pytest.mark.slow  # extracts ComParE functionals and builds two fused models: CI runs it
 def test_a_run_whose_folds_chose_other_functionals_predicts_with_all(tmp_path, emodb, sample_wav):
     """Fold models of one fused run may take different functional sets: the Detector extracts every input any
     of them takes and gives each model its own, as each would alone."""
