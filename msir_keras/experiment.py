@@ -449,10 +449,11 @@ def _checked_training(train, target, fold):
 
 def _log_fold(config, target, name, report, log, note=""):
     """A fold's line: its test figures, the best val_uar (the epoch's choice) and its time."""
-    chosen = (f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"
-              if "val_uar" in report else "")
-    if "members" in report:
+    chosen = ""
+    if "members" in report:  # an ensemble, or a fused detector's MSIR members
         chosen = f"  best val_uar {report['val_uar']:.3f} (mean of {len(report['members'])} models' best epochs)"
+    elif "val_uar" in report:
+        chosen = f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"
     if config.model.startswith("svm-"):  # named: a run prints its baselines' lines after its own
         chosen = f"  ({config.model}, C={report['C']:g})" if "C" in report else f"  ({config.model})"
     log(f"  {target:>14} {name:<22} UAR {report['uar']:.3f}  "
