@@ -152,13 +152,13 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as handle:
         json.dump(summary, handle, indent=2, default=str)
-    means = single.drop(columns="fold").groupby("seed").mean(numeric_only=True).T
+    means = single.drop(columns=["fold", "chosen weight"], errors="ignore").groupby("seed").mean(numeric_only=True).T
     means["mean"] = means.mean(axis=1)
     text = ["Mean UAR over the five test folds, per seed (columns) and over seeds:", "",
             _markdown(means.rename_axis("variant")), ""]
     if len(ensemble):
         text += ["Seed ensemble (every seed's MSIR members averaged, weight chosen again), per fold:", "",
-                 _markdown(ensemble.drop(columns="seed"), index=False), ""]
+                 _markdown(ensemble[["fold", "fused", "msir part alone", "chosen weight"]], index=False), ""]
     with open(args.out + ".md", "w") as handle:
         handle.write("\n".join(text))
     print("\n".join(text))
