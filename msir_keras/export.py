@@ -232,8 +232,10 @@ class Detector:
         # an input two models share must have been made alike.
         self.feature_config, self.input_shapes = {}, {}
         for model in self.models.values():
-            for name, entry in (model.feature_config or {}).items():
-                shape = model.input_shapes[name]
+            for name, shape in model.input_shapes.items():  # the inputs it takes (its config may hold more)
+                entry = (model.feature_config or {}).get(name)
+                if entry is None:
+                    raise ConfigError(f"{model.folder}: the model does not say how its {name} features were made")
                 if self.feature_config.setdefault(name, entry) != entry or \
                         self.input_shapes.setdefault(name, shape) != shape:
                     raise ConfigError(f"{path}: its models were trained on different {name} features")
