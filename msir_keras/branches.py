@@ -1,8 +1,9 @@
-"""The three recurrent branches of MSIR, each a functional Keras submodel.
+"""The three recurrent branches of MSIR, and the functionals branch, each a functional Keras submodel.
 
-Every branch takes `[features, lengths]`: features z-scored and zero on the
-padded frames, lengths (B,) the valid frame counts. Each returns one
-utterance-level vector.
+Every recurrent branch takes `[features, lengths]`: features z-scored and
+zero on the padded frames, lengths (B,) the valid frame counts. Each returns
+one utterance-level vector. The functionals branch takes one z-scored
+vector per utterance.
 """
 
 from __future__ import annotations
@@ -95,3 +96,20 @@ def lld_branch(feature_dim=195, lstm_units=128):
 def wav2vec_branch(feature_dim=768, lstm_units=128):
     """The wav2vec branch over frozen wav2vec 2.0 hidden states (eq. 5)."""
     return recurrent_branch(feature_dim, lstm_units, name="wav2vec_branch")
+
+
+def functionals_branch(feature_dim=88, units=64, dropout=0.3, name="functionals_branch"):
+    """A dense branch over utterance-level functionals (early fusion; not in the paper).
+
+    Dropout, then a ReLU dense layer, over the z-scored functionals of the
+    whole utterance (eGeMAPSv02: 88); its vector joins the recurrent
+    branches' before the fully connected layers ("MSIR + F", feature-level
+    fusion with the paper's baseline features).
+
+    Returns:
+        A keras.Model `(B, feature_dim) -> (B, units)`.
+    """
+    features = keras.Input(shape=(feature_dim,), name=f"{name}_features")
+    x = layers.Dropout(dropout, name="dropout")(features)
+    x = layers.Dense(units, activation="relu", name="dense")(x)
+    return keras.Model(features, x, name=name)

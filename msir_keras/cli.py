@@ -317,12 +317,12 @@ def _experiment_config(args, default_recipe="paper", **fixed):
 
 
 def _branches(text):
-    from msir_keras.config import BRANCHES
+    from msir_keras.config import ALL_BRANCHES
 
     branches = tuple(b.strip() for b in text.split(","))
-    unknown = [b for b in branches if b not in BRANCHES]
+    unknown = [b for b in branches if b not in ALL_BRANCHES]
     if unknown:
-        raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(BRANCHES)}")
+        raise ValueError(f"--branches: unknown {unknown}; choose from {','.join(ALL_BRANCHES)}")
     return branches
 
 

@@ -22,7 +22,10 @@ TASKS = ("classification", "detection")
 EMOTIONS = ("four", "all")  # the classes: angry, happy, neutral, sad; or every label of the corpus
 SPLITS = ("speakers", "session", "loso")
 PRESETS = ("small", "paper", "tiny")  # MSIR sizes; "tiny" is for tests of plumbing
-BRANCHES = ("cr", "lld", "w2v")
+BRANCHES = ("cr", "lld", "w2v")  # the paper's three, MSIR's default
+# Every branch MSIR can take: the paper's three and "func", a dense branch over the utterance's
+# eGeMAPS functionals (early, or feature-level, fusion with openSMILE functionals: "MSIR + F").
+ALL_BRANCHES = (*BRANCHES, "func")
 LOSSES = ("focal", "crossentropy")
 VALIDATION_BY = ("utterances", "speakers")
 TUNERS = ("grid", "bayesian", "hyperband")
@@ -62,7 +65,9 @@ class ExperimentConfig:
             openSMILE functionals, `msir_keras.fusion`), "svm-compare" or
             "svm-egemaps".
         preset: "small", "paper" or "tiny" (MSIR sizes; `msir_keras.model.PRESETS`).
-        branches: tuple of "cr", "lld", "w2v".
+        branches: tuple of "cr", "lld", "w2v", "func" (`ALL_BRANCHES`;
+            default: the paper's three). "func" adds the functionals
+            branch: early fusion with eGeMAPS functionals.
         model_options: dict. MSIR arguments over the preset.
         logmel, lld: dict. Extractor settings over the defaults (e.g.
             {"deltas": 2} for ACRNN's 3D log-Mels, {"deltas": 0} for 1D-LLD).
@@ -323,7 +328,8 @@ class ExperimentConfig:
         if "w2v" in self.branches:
             wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
         extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
-        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+        extractors["egemaps"] = baseline_extractor("egemaps")  # the functionals branch's input
+        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v", "func": "egemaps"}
         inputs = {wanted[b]: extractors[wanted[b]] for b in self.branches}
         if self.model == "fusion":  # the functional sets the classifier may choose from, after MSIR's inputs
             sets = ("compare", "egemaps") if self.functionals in ("auto", "both") else (self.functionals,)

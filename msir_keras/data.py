@@ -142,10 +142,12 @@ class FeatureSet:
         """Per-dimension mean and standard deviation over every frame of every utterance.
 
         Call it on the training part only. Returns {input name: (mean, std)};
-        a constant dimension gets std 1.
+        a constant dimension gets std 1. An input of one vector per
+        utterance (functionals, (D,)) counts each as one frame.
         """
         statistics = {}
         for name, arrays in self.features.items():
+            arrays = [a[None] if a.ndim == 1 else a for a in arrays]
             count = sum(len(a) for a in arrays)
             total = sum(a.sum(axis=0, dtype=np.float64) for a in arrays)
             mean = total / count

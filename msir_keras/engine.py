@@ -46,7 +46,8 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
     options = {**config.model_options, **overrides}
     for name, shape in input_shapes.items():
         shape = tuple(shape)
-        options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
+        if name in INPUT_OPTIONS:  # a vector input (functionals) has its set's fixed size
+            options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
     if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
         options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
     model = MSIR.from_preset(

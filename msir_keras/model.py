@@ -1,4 +1,4 @@
-"""The MSIR model: three recurrent branches fused by concatenation (paper eqs. 1-7)."""
+"""The MSIR model: three recurrent branches fused by concatenation (paper eqs. 1-7), and its ensembles and late fusion."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from keras import layers
 from msir_keras import losses as _losses  # noqa: F401
 from msir_keras import metrics as _metrics  # noqa: F401
 from msir_keras.augment import FeatureMasks
-from msir_keras.branches import cr_branch, lld_branch, wav2vec_branch
-from msir_keras.config import BRANCHES
+from msir_keras.branches import cr_branch, functionals_branch, lld_branch, wav2vec_branch
+from msir_keras.config import ALL_BRANCHES, BRANCHES
 from msir_keras.features.base import ConfigError
 from msir_keras.layers import FrameLengths, MaskFrames, Standardize
 
-BRANCH_INPUT = {"cr": "logmel", "lld": "lld", "w2v": "w2v"}
+BRANCH_INPUT = {"cr": "logmel", "lld": "lld", "w2v": "w2v", "func": "egemaps"}
+# Inputs holding one vector per utterance, (B, D), not a sequence of frames (B, T, ...).
+VECTOR_INPUTS = ("egemaps",)
 
 PRESETS = {
     # The paper's sizes (ACRNN fills the CR branch's gaps).
@@ -28,6 +30,7 @@ PRESETS = {
         cr_lstm_units=128,
         lld_lstm_units=128,
         w2v_lstm_units=128,
+        functionals_units=64,
         dense_units=(64,),
         dropout=0.3,
     ),
@@ -38,6 +41,7 @@ PRESETS = {
         cr_lstm_units=32,
         lld_lstm_units=32,
         w2v_lstm_units=32,
+        functionals_units=32,
         dense_units=(32,),
         dropout=0.3,
     ),
@@ -49,6 +53,7 @@ PRESETS = {
         cr_lstm_units=4,
         lld_lstm_units=4,
         w2v_lstm_units=4,
+        functionals_units=4,
         dense_units=(8,),
         dropout=0.3,
     ),
@@ -60,7 +65,8 @@ class MSIR(keras.Model):
     """Multi-source low-level information based recurrent branches (Wu et al. 2024).
 
     Inputs are named `logmel` (B, T, 40, K), `lld` (B, T, 65 | 130 | 195) and
-    `w2v` (B, T, 768): raw features, right-padded with zeros per batch. The
+    `w2v` (B, T, 768): raw features, right-padded with zeros per batch; with
+    the functionals branch, also `egemaps` (B, 88), one vector per utterance. The
     model z-scores them with statistics fitted on training data
     (`set_normalization`), derives each utterance's length from its padding,
     runs the enabled branches and fuses them: concatenation, fully connected
@@ -69,7 +75,9 @@ class MSIR(keras.Model):
 
     Args:
         num_classes: int, defaults to 4. 2 for detection (negative, positive).
-        branches: tuple of "cr", "lld", "w2v", defaults to all three.
+        branches: tuple of "cr", "lld", "w2v", "func"; defaults to the
+            paper's three. "func" is the functionals branch (`functionals_branch`):
+            early fusion with eGeMAPS functionals, not in the paper.
         logmel_shape: (int, int), defaults to (40, 2): Mel filters and planes.
         lld_dim: int, defaults to 195 (3D-LLD).
         w2v_dim: int, defaults to 768 (wav2vec 2.0 base).
@@ -78,6 +86,9 @@ class MSIR(keras.Model):
         pool_size: int, defaults to 2. The one max-pooling, after conv 1.
         cr_dense_units: int, defaults to 768. Time-distributed dense layer.
         cr_lstm_units, lld_lstm_units, w2v_lstm_units: int, defaults to 128.
+        functionals_dim: int, defaults to 88 (eGeMAPSv02 functionals).
+        functionals_units: int, defaults to 64. The functionals branch's
+            dense layer (it drops out its input at `dropout` first).
         dense_units: tuple of int, defaults to (64,). Fully connected layers
             after the fusion.
         dropout: float, defaults to 0.3. Before each fully connected layer.
@@ -118,6 +129,8 @@ class MSIR(keras.Model):
         cr_lstm_units=128,
         lld_lstm_units=128,
         w2v_lstm_units=128,
+        functionals_dim=88,
+        functionals_units=64,
         dense_units=(64,),
         dropout=0.3,
         leaky_relu_slope=0.01,
@@ -133,11 +146,11 @@ class MSIR(keras.Model):
         **kwargs,
     ):
         branches = tuple(branches)
-        unknown = [b for b in branches if b not in BRANCHES]
+        unknown = [b for b in branches if b not in ALL_BRANCHES]
         if not branches or unknown:
-            raise ConfigError(f"branches must be a non-empty subset of {BRANCHES}, got {branches}")
-        branches = tuple(b for b in BRANCHES if b in branches)
-        shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": (w2v_dim,)}
+            raise ConfigError(f"branches must be a non-empty subset of {ALL_BRANCHES}, got {branches}")
+        branches = tuple(b for b in ALL_BRANCHES if b in branches)
+        shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": (w2v_dim,), "egemaps": (functionals_dim,)}
 
         # === Layers ===
         builders = {
@@ -148,6 +161,7 @@ class MSIR(keras.Model):
             ),
             "lld": lambda: lld_branch(lld_dim, lld_lstm_units),
             "w2v": lambda: wav2vec_branch(w2v_dim, w2v_lstm_units),
+            "func": lambda: functionals_branch(functionals_dim, functionals_units, dropout),
         }
         branch_models = {b: builders[b]() for b in branches}
         # Lengths and z-scores in float32 under any precision policy: raw features (ComParE
@@ -162,6 +176,10 @@ class MSIR(keras.Model):
         inputs, pooled = {}, []
         for branch in branches:
             name = BRANCH_INPUT[branch]
+            if name in VECTOR_INPUTS:
+                inputs[name] = features = keras.Input(shape=shapes[name], name=name)
+                pooled.append(branch_models[branch](standardizers[name](features)))
+                continue
             features = keras.Input(shape=(None, *shapes[name]), name=name)
             lengths = FrameLengths(name=f"{name}_lengths", dtype="float32")(features)
             x = standardizers[name](features)
@@ -191,6 +209,8 @@ class MSIR(keras.Model):
         self.cr_lstm_units = cr_lstm_units
         self.lld_lstm_units = lld_lstm_units
         self.w2v_lstm_units = w2v_lstm_units
+        self.functionals_dim = functionals_dim
+        self.functionals_units = functionals_units
         self.dense_units = tuple(dense_units)
         self.dropout = dropout
         self.leaky_relu_slope = leaky_relu_slope
@@ -210,8 +230,15 @@ class MSIR(keras.Model):
         return [BRANCH_INPUT[b] for b in self.branches]
 
     def feature_shapes(self):
-        shapes = {"logmel": self.logmel_shape, "lld": (self.lld_dim,), "w2v": (self.w2v_dim,)}
+        """{input name: the shape of one frame}; a vector input (B, D) has shape () (`new_inputs` gives D)."""
+        shapes = {"logmel": self.logmel_shape, "lld": (self.lld_dim,), "w2v": (self.w2v_dim,), "egemaps": ()}
         return {name: shapes[name] for name in self.feature_inputs}
+
+    def new_inputs(self):
+        """Fresh `keras.Input`s shaped as this model's, by name: for a functional model that calls it."""
+        return {name: keras.Input(shape=(self.functionals_dim,) if name in VECTOR_INPUTS else (None, *shape),
+                                  name=name)
+                for name, shape in self.feature_shapes().items()}
 
     def set_normalization(self, statistics):
         """Sets the z-score statistics: {input name: (mean, std)} fitted on training data."""
@@ -240,6 +267,8 @@ class MSIR(keras.Model):
             "cr_lstm_units": self.cr_lstm_units,
             "lld_lstm_units": self.lld_lstm_units,
             "w2v_lstm_units": self.w2v_lstm_units,
+            "functionals_dim": self.functionals_dim,
+            "functionals_units": self.functionals_units,
             "dense_units": list(self.dense_units),
             "dropout": self.dropout,
             "leaky_relu_slope": self.leaky_relu_slope,
@@ -297,7 +326,7 @@ class MSIREnsemble(keras.Model):
                 raise ConfigError(f"ensemble member {member.name} takes other inputs or classes than {first.name}")
         if len({m.name for m in members}) < len(members):
             raise ConfigError(f"ensemble members need distinct names, got {[m.name for m in members]}")
-        inputs = {name: keras.Input(shape=(None, *shape), name=name) for name, shape in first.feature_shapes().items()}
+        inputs = first.new_inputs()
         outputs = layers.Average(dtype="float32", name="average")([m(inputs) for m in members])
         kwargs.setdefault("name", "msir_ensemble")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -312,6 +341,9 @@ class MSIREnsemble(keras.Model):
 
     def feature_shapes(self):
         return self.members[0].feature_shapes()
+
+    def new_inputs(self):
+        return self.members[0].new_inputs()
 
     def get_normalization(self):
         return self.members[0].get_normalization()
@@ -352,9 +384,9 @@ class LateFusion(keras.Model):
         if classifier.num_classes != msir.num_classes:
             raise ConfigError(f"the functionals classifier has {classifier.num_classes} classes, "
                               f"MSIR {msir.num_classes}")
-        sequence = {name: keras.Input(shape=(None, *shape), name=name)
-                    for name, shape in msir.feature_shapes().items()}
-        vectors = {name: keras.Input(shape=(size,), name=name)
+        sequence = msir.new_inputs()
+        # A functional set MSIR takes too (its functionals branch) is one input of both parts.
+        vectors = {name: sequence[name] if name in sequence else keras.Input(shape=(size,), name=name)
                    for name, size in zip(classifier.inputs_names, classifier.input_sizes)}
         p_msir = msir(sequence)
         p_functionals = classifier([vectors[name] for name in classifier.inputs_names])
@@ -385,7 +417,7 @@ class LateFusion(keras.Model):
 
     @property
     def feature_inputs(self):
-        return [*self.msir.feature_inputs, *self.classifier.inputs_names]
+        return list(dict.fromkeys([*self.msir.feature_inputs, *self.classifier.inputs_names]))
 
     def feature_shapes(self):
         """{input name: the shape of one frame}; a functional set's vector is (B, D): shape ()."""

@@ -90,9 +90,10 @@ RUN_KINDS = {
                   "--emotion", "angry", "--max-folds", "1", "--no-savedmodel"),
     "ensemble": ("--wav2vec2", "off", "--branches", "lld", "--loss", "crossentropy", "--ensemble", "2",
                  "--max-folds", "1", "--no-savedmodel"),
-    # MSIR late-fused with a classifier on eGeMAPS functionals (MSIR: two members, one per training
+    # MSIR + F (the functionals branch: early fusion) late-fused with a classifier on the same eGeMAPS
+    # functionals, one input for both (MSIR: two members, one per training
     # speaker held out), the two SVM baselines beside it; SavedModels kept (a fused model exports whole).
-    "fusion": ("--wav2vec2", "off", "--branches", "lld", "--model", "fusion", "--max-folds", "1",
+    "fusion": ("--wav2vec2", "off", "--branches", "lld,func", "--model", "fusion", "--max-folds", "1",
                "--set", "functionals=egemaps", "--set", "baselines=true"),
     # All three branches, the wav2vec one on a tiny random checkpoint; two epochs, dropout 0.4.
     "wav2vec": ("--epochs", "2", "--dropout", "0.4", "--max-folds", "1", "--no-savedmodel"),
