@@ -112,6 +112,10 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
     The config's `lr_schedule` runs as a callback and `class_weights`
     weights the loss by the training part's class counts.
 
+    An empty `valid` is a fixed budget: every epoch runs and the model
+    keeps the last one's weights (a fold with nothing to hold out, see
+    `experiment.selection_without_same_speakers`).
+
     Returns:
         The history as a DataFrame (epoch, loss, accuracy, uar, val_loss,
         val_accuracy, val_uar, and learning_rate under a schedule); the
@@ -123,15 +127,16 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
     batch = (batch_size or config.batch_size) * count
     seed = config.seed if seed is None else seed
     epochs = epochs or config.epochs
-    stopping = keras.callbacks.EarlyStopping(
+    selecting = len(valid) > 0
+    stopping = [keras.callbacks.EarlyStopping(
         monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
-    )
+    )] if selecting else []
     history = model.fit(
         train.dataset(batch, shuffle=True, seed=seed, replicas=count),
-        validation_data=valid.dataset(batch, shuffle=False, replicas=count),
+        validation_data=valid.dataset(batch, shuffle=False, replicas=count) if selecting else None,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        callbacks=[_stop_on_nonfinite_loss(), stopping, *schedule_callbacks(config, epochs), *callbacks],
+        callbacks=[_stop_on_nonfinite_loss(), *stopping, *schedule_callbacks(config, epochs), *callbacks],
         class_weight=class_weights(config, train.labels, model.num_classes),
         shuffle=False,  # the dataset shuffles itself, reproducibly
         verbose=verbose,

@@ -37,6 +37,7 @@ from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
 from msir_keras.features.store import atomic_write
 from msir_keras.features.base import ConfigError
+from msir_keras.fusion import GROUP_COLUMNS, selection_groups
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
 def report_skipped(corpus, log=print, shown=10):
@@ -85,7 +86,8 @@ def prepare(config, log=print, folds=True, classes=None):
     table = corpus.utterances
     if folds:  # refused before any extraction: a corpus that cannot make this experiment
         check_classes(config, table)
-        check_selection_speakers(config, table, _make_folds(config, table)[: config.max_folds])
+        for note in selection_notes(config, table, _make_folds(config, table)[: config.max_folds]):
+            log(f"NOTE: {note}")
     extractors = {**config.extractors(), **baseline_inputs(config)}
     store = FeatureStore(config.store)
     summary = store.extract(table["path"], list(extractors.values()), progress=True, workers="auto")
@@ -127,8 +129,14 @@ def _make_folds(config, table):
                           seed=config.seed, by=config.validation_by)
     except ValueError as error:
         raise ConfigError(f"{config.root}: {error}") from None
+    made = [_without_same_speaker_selection(config, table, fold) for fold in made]
     for fold in made[: config.max_folds]:
-        empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))]
+        fixed_budget = config.model in ("msir", "fusion") and table["speaker"].iloc[fold.train].nunique() < 2
+        empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))
+                 and not (part == "validation" and fixed_budget)]
+        if fixed_budget and not len(fold.validation) and config.tune:
+            raise ConfigError(f"{config.root}: fold {fold.name} trains on one speaker and has no `group` or `text` "
+                              "column to validate on: --tune has nothing to choose by; add a `group` column")
         if empty:
             raise ConfigError(
                 f"{config.root}: fold {fold.name} has no {' and no '.join(empty)} utterance "
@@ -137,28 +145,65 @@ def _make_folds(config, table):
     return made
 
 
-def check_selection_speakers(config, table, folds):
-    """Refuses a fused detector whose fold has too few training speakers to choose by held-out speakers.
+def selection_notes(config, table, folds):
+    """One line per fold that cannot choose its settings on speakers it did not train on, saying what it does.
 
-    The fused detector chooses everything on speakers its models did not see
-    (`inner_folds` groups of training speakers); with fewer training speakers
-    than groups there is no such choice, and a same-speaker score would pick
-    what fits those speakers (on a two-speaker corpus, a validation UAR of 1.0
-    and chance on the test speaker).
+    A same-speaker score picks what fits that speaker: on a corpus of two
+    speakers (one per training part), MSIR's val_uar reached 1.0 while the
+    test speaker got chance. Such folds hold out another grouping (a
+    `group` or `text` column: `fusion.GROUP_COLUMNS`) or train on a fixed
+    budget (`_without_same_speaker_selection`, `fusion.selection_groups`).
     """
-    if config.model != "fusion":
-        return
+    notes = []
     for fold in folds:
-        rows = np.concatenate([fold.train, fold.validation])
+        rows = np.sort(np.concatenate([fold.train, fold.validation]))
         count = table["speaker"].iloc[rows].nunique()
-        if count < config.inner_folds:
-            fix = (f"--set inner_folds={count}" if count >= 2 else
-                   "a corpus with more speakers" + (", fewer --folds" if config.n_folds > 2 else "")
-                   + ", or `msir train --model svm-compare` (its C is then chosen on the training speaker's "
-                   "own utterances)")
-            raise ConfigError(
-                f"{config.root}: fold {fold.name} trains on {count} speaker(s), fewer than the {config.inner_folds} "
-                f"speaker groups the fused detector holds out to choose its weight and settings; use {fix}")
+        if config.model == "fusion" and count < config.inner_folds:
+            by, _, groups = selection_groups(table, rows, config.inner_folds)
+            if by is not None:
+                notes.append(f"fold {fold.name} trains on {count} speaker(s), fewer than the {config.inner_folds} "
+                             f"groups the fused detector holds out: it holds out groups of the corpus's `{by}` "
+                             f"values instead ({'; '.join(', '.join(g) for g in groups)})")
+            else:
+                notes.append(f"fold {fold.name} trains on {count} speaker(s) and the corpus has no `group` or "
+                             f"`text` column: the fused detector trains on a fixed budget ({config.epochs} MSIR "
+                             "epochs, ComParE C=1, equal weights); add a `group` column (e.g. the spoken text) "
+                             "to the manifest to choose on held-out groups")
+        elif config.model == "msir" and count < 2 and config.validation > 0:
+            if len(fold.validation):
+                column = next(c for c in GROUP_COLUMNS if c in table)
+                held = sorted(set(table[column].iloc[fold.validation].astype(str)))
+                notes.append(f"fold {fold.name} trains on one speaker: MSIR's epoch is chosen on held-out "
+                             f"`{column}` values ({', '.join(held)}), not on that speaker's other utterances")
+            else:
+                notes.append(f"fold {fold.name} trains on one speaker and the corpus has no `group` or `text` "
+                             f"column: MSIR trains a fixed budget of {config.epochs} epochs (no early stopping); "
+                             "add a `group` column (e.g. the spoken text) to the manifest to choose the epoch on "
+                             "held-out groups")
+    return notes
+
+
+def _without_same_speaker_selection(config, table, fold):
+    """MSIR's fold whose training part holds one speaker: validation on held-out groups, or none (fixed budget).
+
+    The validation part becomes a share (`config.validation`, at least one)
+    of the training rows' values of the first `fusion.GROUP_COLUMNS` column
+    with two or more values (drawn with the config's seed); without one it
+    is empty, and `engine.fit` trains every epoch and keeps the last.
+    """
+    rows = np.sort(np.concatenate([fold.train, fold.validation]))
+    if config.model != "msir" or config.validation <= 0 or table["speaker"].iloc[rows].nunique() >= 2:
+        return fold
+    for column in GROUP_COLUMNS:
+        if column in table and table[column].iloc[rows].notna().all():
+            keys = table[column].iloc[rows].astype(str).to_numpy()
+            values = sorted(set(keys))
+            if len(values) >= 2:
+                count = min(len(values) - 1, max(1, round(config.validation * len(values))))
+                held = np.random.default_rng(config.seed).choice(values, count, replace=False)
+                in_validation = np.isin(keys, held)
+                return dataclasses.replace(fold, train=rows[~in_validation], validation=rows[in_validation])
+    return dataclasses.replace(fold, train=rows, validation=rows[:0])
 
 
 def check_classes(config, table):
@@ -337,8 +382,11 @@ def train_members(config, data, fold, labels, class_names, target, callbacks, ve
                                       callbacks=callbacks, verbose=verbose, copies=copies, **overrides, **named)
         models.append(model)
         histories.append(history.assign(member=seed) if config.ensemble > 1 else history)
-        members.append({"seed": seed, "best_epoch": int(history["val_uar"].idxmax()) + 1,
-                        "epochs_run": len(history), "val_uar": float(history["val_uar"].max())})
+        if "val_uar" in history:
+            members.append({"seed": seed, "best_epoch": int(history["val_uar"].idxmax()) + 1,
+                            "epochs_run": len(history), "val_uar": float(history["val_uar"].max())})
+        else:  # a fixed budget (no validation part): the last epoch
+            members.append({"seed": seed, "best_epoch": len(history), "epochs_run": len(history)})
     if len(models) == 1:
         return models[0], histories[0], members
     from msir_keras.model import MSIREnsemble
@@ -365,7 +413,8 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
 
         model, history, extra, selection = _checked_training(
             lambda: train_fused(config, table, data, fold, labels, class_names, target, log, verbose), target, fold)
-        selection.to_csv(os.path.join(folder, "selection.csv"), index=False)
+        if selection is not None:  # None: a fixed budget, nothing chosen
+            selection.to_csv(os.path.join(folder, "selection.csv"), index=False)
         data = data.select(model.feature_inputs)
     elif config.model == "msir":
         fold_config, overrides, chosen = config, {}, {}
@@ -382,8 +431,10 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             lambda: train_members(fold_config, data, fold, labels, class_names, target, callbacks, verbose,
                                   copies, overrides), target, fold)
         extra = members[0]
-        if len(members) > 1:
+        if len(members) > 1 and "val_uar" in extra:
             extra = {**extra, "val_uar": float(np.mean([m["val_uar"] for m in members])), "members": members}
+        elif len(members) > 1:
+            extra = {**extra, "members": members}
         if chosen:
             extra["chosen"] = chosen
     else:
@@ -450,7 +501,7 @@ def _checked_training(train, target, fold):
 def _log_fold(config, target, name, report, log, note=""):
     """A fold's line: its test figures, the best val_uar (the epoch's choice) and its time."""
     chosen = ""
-    if "members" in report:  # an ensemble, or a fused detector's MSIR members
+    if "members" in report and "val_uar" in report:  # an ensemble, or a fused detector's MSIR members
         chosen = f"  best val_uar {report['val_uar']:.3f} (mean of {len(report['members'])} models' best epochs)"
     elif "val_uar" in report:
         chosen = f"  best val_uar {report['val_uar']:.3f} (epoch {report['best_epoch']})"

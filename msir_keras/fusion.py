@@ -13,6 +13,14 @@ The fused detector of one fold (`train_fused`):
    functionals (ComParE_2016, eGeMAPSv02 or both; scikit-learn) has its
    feature set and C chosen by leave-one-speaker-out UAR over the training
    speakers, and gives its out-of-fold probabilities the same way.
+
+Where a fold trains on fewer speakers than `inner_folds` (a corpus of two
+speakers), no choice can be made on unseen speakers, and a same-speaker
+score would pick what fits that speaker (validation UAR 1.0, chance on the
+test speaker). The groups are then the values of the corpus's `group` or
+`text` column (a manifest's `group`, EmoDB's sentence ids), held out in
+turn as scikit-learn's group splitters do; without one, the detector
+trains on a fixed budget (`selection_groups`, `FIXED_BUDGET`).
 3. The fusion weight w (`WEIGHTS`) is the one whose fused out-of-fold
    probabilities, w * MSIR + (1 - w) * functionals, have the best UAR over
    all training utterances (ties: the weight nearest 0.5).
@@ -36,6 +44,11 @@ from msir_keras.metrics import uar
 FUNCTIONAL_SETS = {"compare": ("compare",), "egemaps": ("egemaps",), "both": ("compare", "egemaps")}
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+# Columns that group utterances for held-out selection where speakers are too few, in order of preference.
+GROUP_COLUMNS = ("group", "text")
+# The settings of a fold with nothing to hold out: one MSIR model trained for the config's epochs (no early
+# stopping), ComParE functionals (the paper's baseline set) with scikit-learn's default C, equal weights.
+FIXED_BUDGET = {"functionals": "compare", "C": 1.0, "msir_weight": 0.5}
 
 
 def inner_groups(speakers, genders, k):
@@ -67,6 +80,34 @@ def inner_groups(speakers, genders, k):
     return [sorted(group) for group in groups]
 
 
+def selection_groups(table, rows, k):
+    """How a fold's training rows are held out to choose the fused detector's settings.
+
+    Args:
+        table: the corpus's utterance table (speaker, gender, and maybe
+            `group` or `text`). rows: the fold's training row positions.
+        k: int. The number of groups (`inner_folds`).
+
+    Returns:
+        (by, keys, groups): `by` the column held out ("speaker", "group" or
+        "text"), `keys` (N,) str, that column's value per table row, and
+        `groups` k sorted lists of its values; speakers are dealt by
+        `inner_groups`, other values in turn. (None, None, None) where
+        neither speakers nor any of `GROUP_COLUMNS` give k groups: a fixed budget.
+    """
+    speakers = table["speaker"].astype(str).to_numpy()
+    if len(set(speakers[rows])) >= k:
+        genders = table.groupby(table["speaker"].astype(str))["gender"].first().to_dict()
+        return "speaker", speakers, inner_groups(speakers[rows], genders, k)
+    for column in GROUP_COLUMNS:
+        if column in table and table[column].iloc[rows].notna().all():
+            keys = table[column].astype(str).to_numpy()
+            values = sorted(set(keys[rows]))
+            if len(values) >= k:
+                return column, keys, [sorted(values[i::k]) for i in range(k)]
+    return None, None, None
+
+
 def logistic_regression(c):
     """scikit-learn's z-scoring and multinomial logistic regression (L2, inverse strength `c`), unfitted."""
     from sklearn.linear_model import LogisticRegression
@@ -95,7 +136,8 @@ def select_functionals(features, y, speakers, num_classes, sets=("compare", "ege
 
     Args:
         features: {"compare": (N, 6373), "egemaps": (N, 88)} arrays of the training utterances.
-        y: (N,) class ids. speakers: (N,) speaker ids.
+        y: (N,) class ids. speakers: (N,) speaker ids, or the values of
+            another grouping held out one by one (`selection_groups`).
         sets: names of `FUNCTIONAL_SETS` to try.
 
     Returns:
@@ -104,7 +146,7 @@ def select_functionals(features, y, speakers, num_classes, sets=("compare", "ege
     """
     speakers = np.asarray(speakers)
     if len(np.unique(speakers)) < 2:
-        raise ConfigError("choosing the functionals classifier needs at least two training speakers")
+        raise ConfigError("choosing the functionals classifier needs at least two training speakers (or groups)")
     scores, best = {}, None
     for name in sets:
         x = np.concatenate([features[part] for part in FUNCTIONAL_SETS[name]], axis=1)
@@ -155,7 +197,8 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
     Returns:
         (LateFusion model, history DataFrame of the members (a `group` column),
         extra report entries (chosen settings, selection scores), a
-        DataFrame of the training utterances' out-of-fold probabilities).
+        DataFrame of the training utterances' out-of-fold probabilities, or
+        None on a fixed budget).
     """
     from msir_keras import engine
     from msir_keras.corpora.splits import Fold
@@ -163,17 +206,21 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
 
     num_classes = len(class_names)
     train_rows = np.sort(np.concatenate([fold.train, fold.validation]))
-    speakers = table["speaker"].astype(str).to_numpy()
-    genders = table.groupby(table["speaker"].astype(str))["gender"].first().to_dict()
-    groups = inner_groups(speakers[train_rows], genders, config.inner_folds)
+    by, keys, groups = selection_groups(table, train_rows, config.inner_folds)
     # The members are MSIR models: their features and stored extractor settings are MSIR's alone.
     member_config = config.for_model("msir")
     msir_data = data.select(list(member_config.extractors()))
+    functionals = {name: np.stack([data.features[name][i] for i in train_rows]) for name in FUNCTIONAL_SETS["both"]
+                   if name in data.features}
+    y = labels[train_rows]
+    if by is None:
+        return _train_on_fixed_budget(config, member_config, msir_data, functionals, fold, train_rows, labels,
+                                      class_names, target, log, verbose)
 
     members, histories, member_scores = [], [], []
     out_of_fold = np.zeros((len(labels), num_classes))
     for index, group in enumerate(groups):
-        held = train_rows[np.isin(speakers[train_rows], group)]
+        held = train_rows[np.isin(keys[train_rows], group)]
         inner = Fold(f"{fold.name}-inner{index + 1}", np.setdiff1d(train_rows, held), held, fold.test)
         for offset in range(config.ensemble):
             seed = config.seed + offset
@@ -186,23 +233,20 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
             member_scores.append({"group": index + 1, "seed": seed, "held_out": group,
                                   "best_epoch": int(history["val_uar"].idxmax()) + 1,
                                   "val_uar": float(history["val_uar"].max())})
-        log(f"    {target} {fold.name}: MSIR on speakers {', '.join(group)} held out: "
+        log(f"    {target} {fold.name}: MSIR on {by}s {', '.join(group)} held out: "
             f"val_uar {np.mean([m['val_uar'] for m in member_scores[-config.ensemble:]]):.3f}")
 
-    functionals = {name: np.stack([data.features[name][i] for i in train_rows]) for name in FUNCTIONAL_SETS["both"]
-                   if name in data.features}
-    y = labels[train_rows]
     candidates = ("compare", "egemaps", "both") if config.functionals == "auto" else (config.functionals,)
     log(f"    {target} {fold.name}: choosing the functionals classifier among {len(candidates) * len(C_GRID)} "
-        f"settings, each speaker of {len(set(speakers[train_rows]))} held out in turn")
+        f"settings, each {by} of {len(set(keys[train_rows]))} held out in turn")
     chosen_set, c, functional_scores, functionals_oof = select_functionals(
-        functionals, y, speakers[train_rows], num_classes, candidates)
+        functionals, y, keys[train_rows], num_classes, candidates)
     msir_oof = out_of_fold[train_rows]
     if config.fusion_weight is None:
         weight, weight_scores = choose_weight(y, msir_oof, functionals_oof, num_classes)
     else:
         weight, weight_scores = float(config.fusion_weight), {}
-    log(f"    {target} {fold.name}: chosen on the training speakers (out of fold): functionals {chosen_set} "
+    log(f"    {target} {fold.name}: chosen out of fold ({by}s held out): functionals {chosen_set} "
         f"C={c:g}, MSIR weight {weight:g} (UAR: MSIR {uar(y, msir_oof.argmax(1), num_classes):.3f}, "
         f"functionals {uar(y, functionals_oof.argmax(1), num_classes):.3f}, fused "
         f"{uar(y, (weight * msir_oof + (1 - weight) * functionals_oof).argmax(1), num_classes):.3f})")
@@ -212,20 +256,48 @@ def train_fused(config, table, data, fold, labels, class_names, target, log=prin
     model = LateFusion(msir, classifier, weight)
     extra = {
         "chosen": {"functionals": chosen_set, "C": c, "msir_weight": weight},
-        "selection": {"groups": groups, "functionals": functional_scores,
+        "selection": {"held_out": by, "groups": groups, "functionals": functional_scores,
                       "msir_weight": {f"{w:g}": s for w, s in weight_scores.items()}},
         "members": member_scores,
         "val_uar": float(np.mean([m["val_uar"] for m in member_scores])),
     }
     selection = pd.DataFrame({
         "path": table["path"].to_numpy()[train_rows],
-        "speaker": speakers[train_rows],
+        "speaker": table["speaker"].astype(str).to_numpy()[train_rows],
+        by: keys[train_rows],
         "label": [class_names[i] for i in y],
     })
     for index, name in enumerate(class_names):
         selection[f"msir_p_{name}"] = msir_oof[:, index]
         selection[f"functionals_p_{name}"] = functionals_oof[:, index]
     return model, pd.concat(histories, ignore_index=True), extra, selection
+
+
+def _train_on_fixed_budget(config, member_config, msir_data, functionals, fold, train_rows, labels, class_names,
+                           target, log, verbose):
+    """A fold with nothing to hold out: MSIR for the config's epochs on every training row, `FIXED_BUDGET`."""
+    from msir_keras import engine
+    from msir_keras.corpora.splits import Fold
+    from msir_keras.model import LateFusion, MSIREnsemble
+
+    names = FUNCTIONAL_SETS["compare" if config.functionals == "auto" else config.functionals]
+    chosen = {"functionals": "compare" if config.functionals == "auto" else config.functionals,
+              "C": FIXED_BUDGET["C"],
+              "msir_weight": FIXED_BUDGET["msir_weight"] if config.fusion_weight is None else config.fusion_weight}
+    everything = Fold(f"{fold.name}-all", train_rows, train_rows[:0], fold.test)
+    members, histories = [], []
+    for offset in range(config.ensemble):
+        seed = config.seed + offset
+        model, history = engine.train(member_config, msir_data, everything, labels, class_names, target, seed=seed,
+                                      verbose=verbose, name=f"msir_seed{seed}")
+        members.append(model)
+        histories.append(history.assign(group=0, seed=seed))
+    _, classifier = fit_functionals_classifier(functionals, labels[train_rows], names, chosen["C"], class_names)
+    msir = members[0] if len(members) == 1 else MSIREnsemble(members, name="msir_members")
+    log(f"    {target} {fold.name}: a fixed budget, nothing chosen: MSIR {config.epochs} epochs on every training "
+        f"utterance, functionals {chosen['functionals']} C={chosen['C']:g}, MSIR weight {chosen['msir_weight']:g}")
+    extra = {"chosen": chosen, "selection": {"held_out": None, "fixed_budget": True}}
+    return LateFusion(msir, classifier, chosen["msir_weight"]), pd.concat(histories, ignore_index=True), extra, None
 
 
 def part_probabilities(model, data, batch_size=64):

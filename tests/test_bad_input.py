@@ -158,11 +158,24 @@ def _two_per_class(ctx):
     return manifest
 
 
-def _two_speakers(ctx, per_class=1):
+def _speakers(ctx, speakers, per_class=1, group=False):
     table = ctx.corpus.table
-    manifest = ctx.tmp / "two.csv"
-    table[table["speaker"].isin([3, 8])].groupby(["speaker", "label"]).head(per_class).to_csv(manifest, index=False)
+    manifest = ctx.tmp / "some.csv"
+    rows = table[table["speaker"].isin(speakers)].groupby(["speaker", "label"]).head(per_class)
+    columns = ["path", "label", "speaker", "gender"]
+    if group:  # the spoken sentence of EmoDB's file name (03a01Wa.wav: a01), as a manifest's `group`
+        rows = rows.assign(group=rows["path"].map(lambda path: os.path.basename(str(path))[2:5]))
+        columns.append("group")
+    rows[columns].to_csv(manifest, index=False)
     return manifest
+
+
+def _one_training_speaker(*expected):
+    def check(ctx, output):
+        _finite_results(ctx, output)
+        folds = [path.read_text() for path in (ctx.tmp / "run" / "classification").glob("*/metrics.json")]
+        assert folds and all(part in text for part in expected for text in folds)
+    return check
 
 
 def _truncated_config(ctx):
@@ -212,16 +225,32 @@ TRAIN = [
     slow(Case("store-entry-overwritten", _overwritten_then_train, 0,
          ("damaged feature-store entry", "does not match the checksum", "computed again"), _finite_results)),
     Case("truncated-config", _truncated_config, 2, ("config.json: not valid JSON",)),
-    Case("a-fold-without-validation-utterances", lambda c: _train_on(c, _two_speakers(c)), 2,
-         ("has no validation utterance", "--validation"), _nothing_extracted),
+    # Three speakers, three folds: two training speakers with one utterance per class; 20 % of one is none.
+    Case("a-fold-without-validation-utterances", lambda c: _train_on(c, _speakers(c, [3, 8, 9]), "--folds", "3"),
+         2, ("has no validation utterance", "--validation"), _nothing_extracted),
     Case("fusion-setting-without-fusion", lambda c: _train(c, "--set", "fusion_weight=0.5"), 2,
          ("fusion_weight: settings of --model fusion, not of --model msir",)),
     Case("fusion-with-speed-copies", lambda c: _train(c, "--model", "fusion", "--set", "speeds=[0.9]"), 2,
          ("takes no --tune, speeds or --tensorboard",)),
-    # Two speakers, two folds: each fold trains on one, so nothing can be chosen on held-out speakers.
-    Case("fusion-with-one-training-speaker", lambda c: _train_on(c, _two_speakers(c, per_class=4), "--model",
-                                                                 "fusion", "--folds", "2"), 2,
-         ("trains on 1 speaker(s)", "--model svm-compare"), _nothing_extracted),
+    # Two speakers, two folds: each fold trains on one, so nothing can be chosen on held-out speakers. The
+    # runner says so first, then holds out the manifest's groups (sentences), or trains on a fixed budget.
+    slow(Case("fusion-with-one-training-speaker-holds-out-groups",
+              lambda c: _train_on(c, _speakers(c, [3, 8], per_class=4, group=True), "--model", "fusion", "--folds",
+                                  "2", "--branches", "lld", "--preset", "tiny", "--epochs", "2", "--max-folds", "1",
+                                  "--no-savedmodel"), 0,
+              ("trains on 1 speaker(s), fewer than the 2 groups", "`group` values instead"),
+              _one_training_speaker('"held_out": "group"'))),
+    slow(Case("fusion-with-one-training-speaker-and-no-groups-trains-a-fixed-budget",
+              lambda c: _train_on(c, _speakers(c, [3, 8], per_class=4), "--model", "fusion", "--folds", "2",
+                                  "--branches", "lld", "--preset", "tiny", "--epochs", "2", "--max-folds", "1",
+                                  "--no-savedmodel"), 0,
+              ("no `group` or `text` column", "fixed budget (2 MSIR epochs"),
+              _one_training_speaker('"fixed_budget": true', '"msir_weight": 0.5'))),
+    slow(Case("msir-with-one-training-speaker-validates-on-held-out-groups",
+              lambda c: _train_on(c, _speakers(c, [3, 8], per_class=4, group=True), "--folds", "2", "--branches",
+                                  "lld", "--preset", "tiny", "--epochs", "2", "--max-folds", "1", "--no-savedmodel"),
+              0, ("trains on one speaker: MSIR's epoch is chosen on held-out `group` values",),
+              _one_training_speaker('"val_uar"'))),
 ]
 
 

@@ -265,3 +265,30 @@ def test_late_fusion_shares_the_functionals_msirs_branch_takes(egemaps, tmp_path
     fused.save(tmp_path / "fused.keras")
     np.testing.assert_allclose(np.asarray(load_model(str(tmp_path / "fused.keras"))(batch)), expected, atol=1e-6)
 
+
+def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
+    """A fold that trains on fewer speakers than selection needs never chooses on a same-speaker score: it holds
+    out the corpus's `group` (or `text`) values, or trains on a fixed budget (no validation part)."""
+    from msir_keras.config import ExperimentConfig
+    from msir_keras.corpora.splits import Fold
+    from msir_keras.experiment import _without_same_speaker_selection
+    from msir_keras.fusion import selection_groups
+
+    table = pd.DataFrame({"speaker": ["a"] * 6 + ["b"] * 6, "gender": ["F"] * 6 + ["M"] * 6,
+                          "text": ["t1", "t2", "t3", "t4", "t5", "t6"] * 2})
+    one_speaker = np.arange(6)
+    by, keys, groups = selection_groups(table, one_speaker, 2)
+    assert by == "text" and groups == [["t1", "t3", "t5"], ["t2", "t4", "t6"]] and keys[7] == "t2"
+    assert selection_groups(table, np.arange(12), 2)[0] == "speaker"
+    assert selection_groups(table.drop(columns="text"), one_speaker, 2) == (None, None, None)
+
+    config = ExperimentConfig(corpus="manifest", root="", wav2vec2=None, validation=0.2)
+    same_speaker = Fold("test-b", np.arange(5), np.array([5]), np.arange(6, 12))  # validation drawn from "a"
+    fold = _without_same_speaker_selection(config, table, same_speaker)
+    held = set(table["text"].iloc[fold.validation])
+    assert len(held) == 1 and not held & set(table["text"].iloc[fold.train])
+    assert sorted(np.concatenate([fold.train, fold.validation])) == list(range(6))
+    budget = _without_same_speaker_selection(config, table.drop(columns="text"), same_speaker)
+    assert list(budget.train) == list(range(6)) and len(budget.validation) == 0
+    two_speakers = Fold("test-c", np.arange(10), np.array([10]), np.array([11]))
+    assert _without_same_speaker_selection(config, table, two_speakers) is two_speakers

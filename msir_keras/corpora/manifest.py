@@ -9,13 +9,16 @@ import os
 from msir_keras.corpora.base import Corpus, CorpusError, canonical_label, drop_repeats, make_table
 
 REQUIRED = ("path", "label", "speaker")
+GROUPING = ("group", "text")  # optional columns kept for selection on held-out groups
 
 
 def load_manifest(csv_path, labels=None):
     """Loads a corpus from a CSV manifest.
 
     Columns: `path` (relative to the CSV's folder, or absolute), `label`,
-    `speaker`, and optionally `session` and `gender`. Labels map to the four
+    `speaker`, and optionally `session`, `gender`, and `group` or `text`
+    (what a fold with too few training speakers holds out to choose its
+    settings, e.g. the spoken sentence). Labels map to the four
     classes by name (angry/anger, happy/happiness, neutral, sad/sadness);
     other labels are kept as given, lower-cased.
 
@@ -85,6 +88,9 @@ def load_manifest(csv_path, labels=None):
                     "speaker": row["speaker"],
                     "session": int(session) if session and session.isdigit() else session,
                     "gender": (row.get("gender") or "").upper()[:1] or None,
+                    # Optional: what the fused detector and MSIR hold out where a fold has too few
+                    # speakers (e.g. the spoken text; `fusion.GROUP_COLUMNS`).
+                    **{column: row.get(column) or None for column in GROUPING if column in columns},
                     "source": csv_path,
                     "line": line,
                 }
