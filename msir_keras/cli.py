@@ -329,7 +329,7 @@ def _branches(text):
 def _announce_wav2vec2(config):
     """Says first, before TensorFlow prints anything, when MSIR runs without its wav2vec branch."""
     if config.model in ("msir", "fusion") and config.wav2vec2 is None:
-        inputs = {"cr": "log-Mels", "lld": "LLDs"}
+        inputs = {"cr": "log-Mels", "lld": "LLDs", "func": "eGeMAPS functionals"}
         used = " and ".join(inputs[b] for b in config.branches if b in inputs)
         print(f"NOTE: wav2vec branch OFF (--wav2vec2 off): MSIR runs on {used} only; "
               "give a wav2vec 2.0 checkpoint folder with --wav2vec2 FOLDER for the full model",
@@ -557,6 +557,9 @@ def build_parser():
     run.add_argument("--model", default=None, choices=["fusion", "msir"],
                      help=f"fusion: MSIR late-fused with a classifier on openSMILE functionals, weight and "
                      f"functionals chosen on the training speakers; msir: MSIR alone (default: {RUN_MODEL})")
+    run.add_argument("--branches", default=None,
+                     help="MSIR branches, comma-separated, of cr, lld, w2v, func (func: the eGeMAPS functionals "
+                     "branch, early fusion) (default: cr,lld,w2v; without w2v under --wav2vec2 off)")
     run.add_argument("--no-baselines", action="store_true",
                      help="leave out the two SVM baselines trained on the same folds (default: trained and "
                      "reported beside the model)")
