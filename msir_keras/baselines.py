@@ -26,12 +26,19 @@ def _svm(c, seed):
     )
 
 
+FIXED_C = 1.0  # the C of a fold with no validation part (one training speaker, nothing to hold out)
+
+
 def fit_svm(x_train, y_train, x_valid, y_valid, c_grid=C_GRID, seed=0):
     """Chooses C on the validation part, refits on train + validation.
+
+    An empty validation part is a fixed budget: C = `FIXED_C`, nothing chosen.
 
     Returns:
         (fitted pipeline, chosen C, {C: validation UAR}).
     """
+    if not len(y_valid):
+        return _svm(FIXED_C, seed).fit(x_train, y_train), FIXED_C, {}
     scores = {}
     num_classes = int(max(y_train.max(), y_valid.max())) + 1
     for c in c_grid:

@@ -297,7 +297,7 @@ def _experiment_config(args, default_recipe="paper", **fixed):
     if args.wav2vec2 is not None:
         values["wav2vec2"] = _wav2vec2_source(args.wav2vec2)
         if values["wav2vec2"] is not None and "w2v" not in values["branches"] and not getattr(args, "branches", None):
-            values["branches"] = list(ExperimentConfig().branches)
+            values["branches"] = [*values["branches"], "w2v"]  # a checkpoint given: its branch joins the others
     if args.dropout is not None:
         values["model_options"] = {**values["model_options"], "dropout": args.dropout}
     for name, value in (("logmel", args.logmel_deltas), ("lld", args.lld_deltas)):

@@ -191,6 +191,10 @@ class ExperimentConfig:
                 raise ConfigError(f"speeds: each factor must be in (0.5, 2) and not 1, got {factor}")
         if self.wav2vec2 is None:
             self.branches = tuple(b for b in self.branches if b != "w2v")
+        unknown = [b for b in self.branches if b not in ALL_BRANCHES]
+        if not self.branches or unknown:
+            raise ConfigError(f"branches must be a non-empty subset of {ALL_BRANCHES}, got {self.branches}")
+        self.branches = tuple(b for b in ALL_BRANCHES if b in self.branches)  # MSIR's order, whatever was given
         for name, value, allowed in (
             ("task", self.task, TASKS),
             ("emotions", self.emotions, EMOTIONS),

@@ -134,9 +134,15 @@ class FeatureSet:
         """{input name: the shape of one frame}, e.g. {"logmel": (40, 2), "lld": (195,)}."""
         return {name: arrays[0].shape[1:] for name, arrays in self.features.items()}
 
+    @property
+    def sequence_name(self):
+        """The input whose frame counts are the bucketing key: the first sequence (not a (D,) vector)."""
+        return next((name for name, arrays in self.features.items() if arrays and arrays[0].ndim > 1),
+                    self.names[0])
+
     def lengths(self):
-        """Frames per utterance of the first input (the bucketing key)."""
-        return np.array([len(a) for a in next(iter(self.features.values()))])
+        """Frames per utterance of `sequence_name` (the bucketing key)."""
+        return np.array([len(a) for a in self.features[self.sequence_name]])
 
     def fit_normalization(self):
         """Per-dimension mean and standard deviation over every frame of every utterance.
@@ -206,7 +212,7 @@ class FeatureSet:
         dataset = tf.data.Dataset.from_tensor_slices(elements).map(_dense_element)
         if shuffle:
             dataset = dataset.shuffle(self.size, seed=seed, reshuffle_each_iteration=True)
-        first = self.names[0]
+        first = self.sequence_name
         longest = self._longest()
         if shuffle and bucketing:
             dataset = _length_buckets(dataset, first, self.size, batch_size, bucket_batches, seed, replicas)
@@ -227,7 +233,7 @@ class FeatureSet:
 
     def padded_fraction(self, batch_size=64, bucketing=True, seed=0):
         """The share of padding in the frames of one training epoch's batches (first input)."""
-        first = self.names[0]
+        first = self.sequence_name
         real = padded = 0
         for batch in self.dataset(batch_size, shuffle=True, seed=seed, bucketing=bucketing):
             frames = batch[0][first]

@@ -114,7 +114,8 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
 
     An empty `valid` is a fixed budget: every epoch runs and the model
     keeps the last one's weights (a fold with nothing to hold out, see
-    `experiment.selection_without_same_speakers`).
+    `experiment._without_same_speaker_selection`); a "plateau" schedule,
+    which watches val_uar, then keeps its rate.
 
     Returns:
         The history as a DataFrame (epoch, loss, accuracy, uar, val_loss,
@@ -136,7 +137,9 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
         validation_data=valid.dataset(batch, shuffle=False, replicas=count) if selecting else None,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        callbacks=[_stop_on_nonfinite_loss(), *stopping, *schedule_callbacks(config, epochs), *callbacks],
+        callbacks=[_stop_on_nonfinite_loss(), *stopping,
+                   *(schedule_callbacks(config, epochs) if selecting or config.lr_schedule != "plateau" else []),
+                   *callbacks],
         class_weight=class_weights(config, train.labels, model.num_classes),
         shuffle=False,  # the dataset shuffles itself, reproducibly
         verbose=verbose,

@@ -37,7 +37,7 @@ from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
 from msir_keras.features.store import atomic_write
 from msir_keras.features.base import ConfigError
-from msir_keras.fusion import GROUP_COLUMNS, selection_groups
+from msir_keras.fusion import grouping_column, selection_groups
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
 def report_skipped(corpus, log=print, shown=10):
@@ -86,7 +86,9 @@ def prepare(config, log=print, folds=True, classes=None):
     table = corpus.utterances
     if folds:  # refused before any extraction: a corpus that cannot make this experiment
         check_classes(config, table)
-        for note in selection_notes(config, table, _make_folds(config, table)[: config.max_folds]):
+        made = _make_folds(config, table)[: config.max_folds]
+        baselines = [config.for_model(b) for b in BASELINES if config.baselines and b != config.model]
+        for note in dict.fromkeys(n for c in (config, *baselines) for n in selection_notes(c, table, made)):
             log(f"NOTE: {note}")
     extractors = {**config.extractors(), **baseline_inputs(config)}
     store = FeatureStore(config.store)
@@ -131,18 +133,24 @@ def _make_folds(config, table):
         raise ConfigError(f"{config.root}: {error}") from None
     made = [_without_same_speaker_selection(config, table, fold) for fold in made]
     for fold in made[: config.max_folds]:
-        fixed_budget = config.model in ("msir", "fusion") and table["speaker"].iloc[fold.train].nunique() < 2
+        rows = np.concatenate([fold.train, fold.validation])
+        fixed_budget = table["speaker"].iloc[rows].nunique() < 2  # nothing held out (see selection_notes)
         empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))
                  and not (part == "validation" and fixed_budget)]
         if fixed_budget and not len(fold.validation) and config.tune:
-            raise ConfigError(f"{config.root}: fold {fold.name} trains on one speaker and has no `group` or `text` "
-                              "column to validate on: --tune has nothing to choose by; add a `group` column")
+            raise ConfigError(f"{config.root}: fold {fold.name} trains on one speaker and {NO_GROUPS}: --tune has "
+                              "nothing to choose by; add a `group` column")
         if empty:
             raise ConfigError(
                 f"{config.root}: fold {fold.name} has no {' and no '.join(empty)} utterance "
                 f"({len(table)} utterances, {table['speaker'].nunique()} speakers); give the corpus more "
                 "utterances or speakers, or change --validation / --folds")
     return made
+
+
+NO_GROUPS = ("has no `group` or `text` column with a value on every utterance and two values or more "
+             "among its training utterances")
+ADD_GROUPS = "add a `group` column (e.g. the spoken text) to the manifest to choose on held-out groups"
 
 
 def selection_notes(config, table, folds):
@@ -160,50 +168,67 @@ def selection_notes(config, table, folds):
         count = table["speaker"].iloc[rows].nunique()
         if config.model == "fusion" and count < config.inner_folds:
             by, _, groups = selection_groups(table, rows, config.inner_folds)
-            if by is not None:
-                notes.append(f"fold {fold.name} trains on {count} speaker(s), fewer than the {config.inner_folds} "
-                             f"groups the fused detector holds out: it holds out groups of the corpus's `{by}` "
-                             f"values instead ({'; '.join(', '.join(g) for g in groups)})")
+            if by == "speaker":
+                notes.append(f"fold {fold.name} trains on {count} speakers, fewer than inner_folds="
+                             f"{config.inner_folds}: the fused detector holds out {count} speaker groups")
+            elif by is not None:
+                notes.append(f"fold {fold.name} trains on 1 speaker: the fused detector holds out groups of the "
+                             f"corpus's `{by}` values instead ({'; '.join(', '.join(g) for g in groups)})")
             else:
-                notes.append(f"fold {fold.name} trains on {count} speaker(s) and the corpus has no `group` or "
-                             f"`text` column: the fused detector trains on a fixed budget ({config.epochs} MSIR "
-                             "epochs, ComParE C=1, equal weights); add a `group` column (e.g. the spoken text) "
-                             "to the manifest to choose on held-out groups")
-        elif config.model == "msir" and count < 2 and config.validation > 0:
-            if len(fold.validation):
-                column = next(c for c in GROUP_COLUMNS if c in table)
-                held = sorted(set(table[column].iloc[fold.validation].astype(str)))
-                notes.append(f"fold {fold.name} trains on one speaker: MSIR's epoch is chosen on held-out "
-                             f"`{column}` values ({', '.join(held)}), not on that speaker's other utterances")
+                notes.append(f"fold {fold.name} trains on 1 speaker and {NO_GROUPS}: the fused detector trains on "
+                             f"a fixed budget ({config.epochs} MSIR epochs, ComParE C=1, equal weights); "
+                             f"{ADD_GROUPS}")
+        elif config.model != "fusion" and count < 2:
+            fold = _without_same_speaker_selection(config, table, fold)
+            selection = fold_selection(table, fold)
+            what = "MSIR's epoch" if config.model == "msir" else "the SVM's C"
+            if selection.get("fixed_budget"):
+                budget = f"MSIR trains {config.epochs} epochs (no early stopping)" if config.model == "msir" \
+                    else "the SVM takes C=1"
+                notes.append(f"fold {fold.name} trains on one speaker and {NO_GROUPS}: a fixed budget, {budget}; "
+                             f"{ADD_GROUPS}")
             else:
-                notes.append(f"fold {fold.name} trains on one speaker and the corpus has no `group` or `text` "
-                             f"column: MSIR trains a fixed budget of {config.epochs} epochs (no early stopping); "
-                             "add a `group` column (e.g. the spoken text) to the manifest to choose the epoch on "
-                             "held-out groups")
+                held = sorted(set(table[selection["held_out"]].iloc[fold.validation].astype(str)))
+                notes.append(f"fold {fold.name} trains on one speaker: {what} is chosen on held-out "
+                             f"`{selection['held_out']}` values ({', '.join(held)}), not on that speaker's other "
+                             "utterances")
     return notes
 
 
-def _without_same_speaker_selection(config, table, fold):
-    """MSIR's fold whose training part holds one speaker: validation on held-out groups, or none (fixed budget).
+def fold_selection(table, fold):
+    """What a (non-fused) fold with one training speaker validates on: {"held_out": column} or a fixed budget.
 
-    The validation part becomes a share (`config.validation`, at least one)
-    of the training rows' values of the first `fusion.GROUP_COLUMNS` column
-    with two or more values (drawn with the config's seed); without one it
-    is empty, and `engine.fit` trains every epoch and keeps the last.
+    Returns {} for a fold with two training speakers or more.
+    """
+    rows = np.concatenate([fold.train, fold.validation])
+    if table["speaker"].iloc[rows].nunique() >= 2:
+        return {}
+    if not len(fold.validation):
+        return {"held_out": None, "fixed_budget": True}
+    return {"held_out": grouping_column(table, np.sort(rows))}
+
+
+def _without_same_speaker_selection(config, table, fold):
+    """A fold whose training part holds one speaker: validation on held-out groups, or none (fixed budget).
+
+    For MSIR and the SVMs (the fused detector holds out groups itself):
+    the validation part becomes a share (`config.validation`, at least one
+    value, never all) of the values of `fusion.grouping_column`, drawn with
+    the config's seed; without such a column it is empty, and `engine.fit`
+    trains every epoch and keeps the last, `baselines.fit_svm` takes C=1.
     """
     rows = np.sort(np.concatenate([fold.train, fold.validation]))
-    if config.model != "msir" or config.validation <= 0 or table["speaker"].iloc[rows].nunique() >= 2:
+    if config.model == "fusion" or config.validation <= 0 or table["speaker"].iloc[rows].nunique() >= 2:
         return fold
-    for column in GROUP_COLUMNS:
-        if column in table and table[column].iloc[rows].notna().all():
-            keys = table[column].iloc[rows].astype(str).to_numpy()
-            values = sorted(set(keys))
-            if len(values) >= 2:
-                count = min(len(values) - 1, max(1, round(config.validation * len(values))))
-                held = np.random.default_rng(config.seed).choice(values, count, replace=False)
-                in_validation = np.isin(keys, held)
-                return dataclasses.replace(fold, train=rows[~in_validation], validation=rows[in_validation])
-    return dataclasses.replace(fold, train=rows, validation=rows[:0])
+    column = grouping_column(table, rows)
+    if column is None:
+        return dataclasses.replace(fold, train=rows, validation=rows[:0])
+    keys = table[column].iloc[rows].astype(str).to_numpy()
+    values = sorted(set(keys))
+    count = min(len(values) - 1, max(1, round(config.validation * len(values))))
+    held = np.random.default_rng(config.seed).choice(values, count, replace=False)
+    in_validation = np.isin(keys, held)
+    return dataclasses.replace(fold, train=rows[~in_validation], validation=rows[in_validation])
 
 
 def check_classes(config, table):
@@ -352,6 +377,7 @@ def run_search(config, out, log=print):
 
 
 def _fit_baseline(config, data, fold, labels):
+    """An SVM on one fold: C chosen on its validation part (a fixed C where it has none)."""
     from msir_keras.baselines import fit_svm
 
     name = next(iter(data.features))
@@ -407,6 +433,9 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
     started = time.perf_counter()
     os.makedirs(folder, exist_ok=True)
     labels, class_names = target_labels(config, table, target)
+    # One training speaker: validate on held-out groups or nothing (an SVM beside another model gets its folds).
+    fold = _without_same_speaker_selection(config, table, fold)
+    held_out = {} if config.model == "fusion" else fold_selection(table, fold)
     trained = config.model in ("msir", "fusion")
     if config.model == "fusion":
         from msir_keras.fusion import train_fused
@@ -439,6 +468,8 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             extra["chosen"] = chosen
     else:
         predicted, probabilities, history, extra = _fit_baseline(config, data, fold, labels)
+    if held_out:
+        extra = {**extra, "selection": held_out}
     if trained:
         from msir_keras.engine import NonFiniteLossError
 

@@ -80,6 +80,15 @@ def inner_groups(speakers, genders, k):
     return [sorted(group) for group in groups]
 
 
+def grouping_column(table, rows, minimum=2):
+    """The first of `GROUP_COLUMNS` with a value on every row of `rows` and at least `minimum` values, or None."""
+    for column in GROUP_COLUMNS:
+        if column in table and table[column].iloc[rows].notna().all() \
+                and table[column].iloc[rows].astype(str).nunique() >= minimum:
+            return column
+    return None
+
+
 def selection_groups(table, rows, k):
     """How a fold's training rows are held out to choose the fused detector's settings.
 
@@ -91,21 +100,23 @@ def selection_groups(table, rows, k):
     Returns:
         (by, keys, groups): `by` the column held out ("speaker", "group" or
         "text"), `keys` (N,) str, that column's value per table row, and
-        `groups` k sorted lists of its values; speakers are dealt by
-        `inner_groups`, other values in turn. (None, None, None) where
-        neither speakers nor any of `GROUP_COLUMNS` give k groups: a fixed budget.
+        `groups` sorted lists of its values. Two or more training speakers
+        are dealt by `inner_groups` into k groups (as many as there are
+        speakers, if fewer); one speaker holds out the values of
+        `grouping_column` instead, dealt in turn into k groups.
+        (None, None, None) where neither gives two groups: a fixed budget.
     """
     speakers = table["speaker"].astype(str).to_numpy()
-    if len(set(speakers[rows])) >= k:
+    count = len(set(speakers[rows]))
+    if count >= 2:
         genders = table.groupby(table["speaker"].astype(str))["gender"].first().to_dict()
-        return "speaker", speakers, inner_groups(speakers[rows], genders, k)
-    for column in GROUP_COLUMNS:
-        if column in table and table[column].iloc[rows].notna().all():
-            keys = table[column].astype(str).to_numpy()
-            values = sorted(set(keys[rows]))
-            if len(values) >= k:
-                return column, keys, [sorted(values[i::k]) for i in range(k)]
-    return None, None, None
+        return "speaker", speakers, inner_groups(speakers[rows], genders, min(k, count))
+    column = grouping_column(table, rows, k)
+    if column is None:
+        return None, None, None
+    keys = table[column].astype(str).to_numpy()
+    values = sorted(set(keys[rows]))
+    return column, keys, [sorted(values[i::k]) for i in range(k)]
 
 
 def logistic_regression(c):

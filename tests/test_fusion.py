@@ -1,5 +1,6 @@
 """The late-fusion detector: its classifier against scikit-learn, its selection, its run folder."""
 
+import dataclasses
 import json
 
 import keras
@@ -280,6 +281,9 @@ def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
     by, keys, groups = selection_groups(table, one_speaker, 2)
     assert by == "text" and groups == [["t1", "t3", "t5"], ["t2", "t4", "t6"]] and keys[7] == "t2"
     assert selection_groups(table, np.arange(12), 2)[0] == "speaker"
+    assert selection_groups(table, np.arange(12), 3)[2] == [["a"], ["b"]]  # two speakers: never their texts
+    constant = table.assign(group="g")  # one value: no grouping, the next column serves
+    assert selection_groups(constant, one_speaker, 2)[0] == "text"
     assert selection_groups(table.drop(columns="text"), one_speaker, 2) == (None, None, None)
 
     config = ExperimentConfig(corpus="manifest", root="", wav2vec2=None, validation=0.2)
@@ -290,5 +294,7 @@ def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
     assert sorted(np.concatenate([fold.train, fold.validation])) == list(range(6))
     budget = _without_same_speaker_selection(config, table.drop(columns="text"), same_speaker)
     assert list(budget.train) == list(range(6)) and len(budget.validation) == 0
+    svm = _without_same_speaker_selection(dataclasses.replace(config, model="svm-compare"), table, same_speaker)
+    assert (svm.train == fold.train).all() and (svm.validation == fold.validation).all()
     two_speakers = Fold("test-c", np.arange(10), np.array([10]), np.array([11]))
     assert _without_same_speaker_selection(config, table, two_speakers) is two_speakers
