@@ -62,6 +62,8 @@ def _import_tensorflow_quietly():
     """Imports TensorFlow (and probes its devices) with those lines filtered out of stderr."""
     if "tensorflow" in sys.modules:
         return
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # Keras runs on JAX or PyTorch: TensorFlow need not be there
     sys.stderr.flush()
     with tempfile.TemporaryFile() as capture:
         saved = os.dup(2)
@@ -70,6 +72,8 @@ def _import_tensorflow_quietly():
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the CUDA probe prints here, once
+        except ImportError:
+            pass  # no TensorFlow: Keras says which backend it needs when it is imported
         finally:
             os.dup2(saved, 2)
             os.close(saved)

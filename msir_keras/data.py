@@ -1,4 +1,7 @@
-"""tf.data from the feature store: z-score statistics, per-batch padding, length buckets.
+"""Features in memory and their input pipelines: z-score statistics, per-batch padding, length buckets.
+
+Under TensorFlow the pipeline is tf.data (below); under JAX and PyTorch it
+is a Keras PyDataset making the same batches (`msir_keras.batches`).
 
 Features are loaded from the store into memory once (`FeatureSet`), and
 enter tf.data as ragged tensors. Batches are right-padded with zeros to
@@ -14,14 +17,21 @@ import numpy as np
 
 from msir_keras.features.store import FeatureStore
 
+# Under JAX, batches are padded to a multiple of this many frames: JAX compiles a program per shape.
+JAX_PAD_TO = 32
+
 
 def pad_batch(arrays, length=None):
-    """Stacks (T_i, ...) arrays into (B, T, ...) zeros, right-padded to `length` or the longest."""
-    length = length or max(len(a) for a in arrays)
-    batch = np.zeros((len(arrays), length, *arrays[0].shape[1:]), dtype=np.float32)
-    for row, array in enumerate(arrays):
-        batch[row, : len(array)] = array
-    return batch
+    """Stacks (T_i, ...) arrays into (B, T, ...) float32, right-padded with zeros to `length` or the longest.
+
+    One (D,) vector per utterance (functionals) stacks into (B, D).
+    """
+    if arrays[0].ndim == 1:
+        return np.stack(arrays).astype(np.float32, copy=False)
+    from keras.utils import pad_sequences
+
+    return pad_sequences(arrays, maxlen=length or max(len(a) for a in arrays), dtype="float32", padding="post",
+                         value=0.0)
 
 
 def _dense_element(features, *label):
@@ -231,6 +241,31 @@ class FeatureSet:
                 dataset = dataset.padded_batch(batch_size, padded_shapes=padded)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
+    def batches(self, batch_size=64, shuffle=True, seed=0, with_labels=True, bucket_batches=8, pad_to=1,
+                **kwargs):
+        """The same batches as `dataset`, as a `keras.utils.PyDataset` of numpy arrays (any Keras backend).
+
+        See `msir_keras.batches.BucketedBatches`; `pad_to` rounds each batch's
+        frames up to a multiple (fewer shapes for JAX to compile).
+        """
+        from msir_keras.batches import BucketedBatches
+
+        return BucketedBatches(self, batch_size, shuffle=shuffle, seed=seed, bucket_batches=bucket_batches,
+                               with_labels=with_labels, pad_to=pad_to, **kwargs)
+
+    def pipeline(self, batch_size=64, shuffle=True, seed=0, with_labels=True, replicas=1):
+        """The input pipeline of Keras's backend: tf.data (`dataset`) under TensorFlow, else `batches`.
+
+        Under JAX, batches are padded to a multiple of 32 frames (`JAX_PAD_TO`).
+        """
+        import keras
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self.dataset(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels, replicas=replicas)
+        return self.batches(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels,
+                            pad_to=JAX_PAD_TO if backend == "jax" else 1)
+
     def padded_fraction(self, batch_size=64, bucketing=True, seed=0):
         """The share of padding in the frames of one training epoch's batches (first input)."""
         first = self.sequence_name
@@ -249,7 +284,7 @@ class FeatureSet:
 
     def predict(self, model, batch_size=64):
         """Class probabilities (N, C) of every utterance, in the set's order."""
-        dataset = self.dataset(batch_size, shuffle=False, with_labels=False)
+        dataset = self.pipeline(batch_size, shuffle=False, with_labels=False)
         probabilities = model.predict(dataset, verbose=0)
         out = np.empty_like(probabilities)
         out[self.prediction_order()] = probabilities

@@ -39,8 +39,6 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
         feature_config: {input name: extractor config} stored in the model, or None.
         **overrides: MSIR arguments over the config's `model_options` (a tuner's draws).
     """
-    import tensorflow as tf
-
     from msir_keras.model import MSIR
 
     options = {**config.model_options, **overrides}
@@ -48,7 +46,7 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
         shape = tuple(shape)
         if name in INPUT_OPTIONS:  # a vector input (functionals) has its set's fixed size
             options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
-    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+    if replicas() > 1:
         options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
     model = MSIR.from_preset(
         config.preset,
@@ -95,7 +93,11 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
 
 
 def replicas():
-    """Replicas of the strategy in scope (1 without one)."""
+    """Replicas of the tf.distribute strategy in scope: 1 without one, and under JAX or PyTorch."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return 1
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
@@ -133,8 +135,8 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
         monitor="val_uar", mode="max", patience=config.patience, restore_best_weights=True
     )] if selecting else []
     history = model.fit(
-        train.dataset(batch, shuffle=True, seed=seed, replicas=count),
-        validation_data=valid.dataset(batch, shuffle=False, replicas=count) if selecting else None,
+        train.pipeline(batch, shuffle=True, seed=seed, replicas=count),
+        validation_data=valid.pipeline(batch, shuffle=False, replicas=count) if selecting else None,
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=[_stop_on_nonfinite_loss(), *stopping,
@@ -211,6 +213,11 @@ def make_strategy(name):
     """A tf.distribute strategy by name: None for "default", MirroredStrategy over local GPUs for "mirrored"."""
     if name == "default":
         return None
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"strategy {name!r} is TensorFlow's (tf.distribute); Keras runs on "
+                          f"{keras.backend.backend()} here (KERAS_BACKEND): use --strategy default")
     import tensorflow as tf
 
     if name == "mirrored":

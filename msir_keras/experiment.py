@@ -480,9 +480,9 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
                                      "a lower --learning-rate)")
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
-        if config.savedmodel:
-            from msir_keras.export import SERVING, export_model
+        from msir_keras.export import SERVING, export_model, tensorflow_backend
 
+        if config.savedmodel and tensorflow_backend():  # under JAX or PyTorch: model.keras alone
             # A SavedModel beside it: `msir predict` loads it without tracing the model again.
             export_model(model, os.path.join(folder, SERVING))
         statistics = model.get_normalization()

@@ -31,13 +31,34 @@ def model_metadata(model):
     }
 
 
+def to_numpy(tensor):
+    """A model's output as a numpy array, from any Keras backend (a PyTorch tensor may carry gradients)."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(tensor))
+
+
+def tensorflow_backend():
+    """Whether Keras runs on TensorFlow: SavedModels (writing and loading them) need it."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
 def export_model(model, folder):
     """Writes a TensorFlow SavedModel of `model` (endpoint `serve`) and its msir.json.
+
+    Raises ConfigError under another Keras backend: a SavedModel is TensorFlow's.
 
     The serving signature takes the padded feature tensors by input name
     (`logmel` (B, T, 40, K), `lld` (B, T, D), `w2v` (B, T, 768), float32,
     right-padded with zeros) and returns class probabilities (B, C).
     """
+    if not tensorflow_backend():
+        import keras
+
+        raise ConfigError(f"a SavedModel is TensorFlow's; Keras runs on {keras.backend.backend()} here "
+                          "(KERAS_BACKEND): export under KERAS_BACKEND=tensorflow, or serve model.keras as it is")
     model.export(folder, format="tf_saved_model", verbose=False)
     with open(os.path.join(folder, METADATA), "w") as handle:
         json.dump(model_metadata(model), handle, indent=2)
@@ -89,8 +110,9 @@ class LoadedModel:
         keras_file = os.path.join(folder, "model.keras")
         serving = os.path.join(folder, SERVING)
         self.traced = False
-        if not keras and os.path.exists(os.path.join(serving, "saved_model.pb")):
-            folder = serving
+        if not keras and os.path.exists(os.path.join(serving, "saved_model.pb")) and \
+                (tensorflow_backend() or not os.path.exists(keras_file)):
+            folder = serving  # under JAX or PyTorch, a run's model.keras is read instead
         if folder != serving and os.path.exists(keras_file):
             from msir_keras.model import load_model
 
@@ -99,6 +121,9 @@ class LoadedModel:
             self.metadata = model_metadata(self.model)
             self.call = lambda inputs: self.model(inputs, training=False)
         else:
+            if not tensorflow_backend():
+                raise ConfigError(f"{folder}: a SavedModel export loads under KERAS_BACKEND=tensorflow only; "
+                                  "give the run folder (its model.keras files load on any backend)")
             import tensorflow as tf
 
             metadata = os.path.join(folder, METADATA)
@@ -148,7 +173,7 @@ class LoadedModel:
 
     def __call__(self, inputs):
         self.check_inputs(inputs)
-        return np.asarray(self.call({k: np.asarray(v, np.float32) for k, v in inputs.items()}))
+        return to_numpy(self.call({k: np.asarray(v, np.float32) for k, v in inputs.items()}))
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".mp3")
@@ -292,9 +317,9 @@ class Detector:
         for model in self.models.values():
             model.check_inputs(model.select(inputs))
         inputs = {k: np.asarray(v, np.float32) for k, v in inputs.items()}
-        if all(m.traced for m in self.models.values()):
+        if all(m.traced for m in self.models.values()) or not tensorflow_backend():
             # SavedModels: their graphs exist; wrapping them in a new function would trace again.
-            return {t: np.mean([np.asarray(m.call(m.select(inputs))) for (target, _), m in self.models.items()
+            return {t: np.mean([to_numpy(m.call(m.select(inputs))) for (target, _), m in self.models.items()
                                 if target == t], axis=0) for t in self.targets}
         outputs = self._function()(inputs)
         return {target: value.numpy() for target, value in outputs.items()}

@@ -315,4 +315,6 @@ def part_probabilities(model, data, batch_size=64):
     """{"msir": (N, C), "functionals": (N, C)}: each part of a LateFusion model alone on `data` (a FeatureSet)."""
     msir = data.select(model.msir.feature_inputs).predict(model.msir, batch_size)
     vectors = [np.stack(data.features[name]).astype(np.float32) for name in model.classifier.inputs_names]
-    return {"msir": msir, "functionals": np.asarray(model.classifier(vectors))}
+    from keras import ops
+
+    return {"msir": msir, "functionals": np.asarray(ops.convert_to_numpy(model.classifier(vectors)))}

@@ -185,7 +185,7 @@ class UnweightedAverageRecall(keras.metrics.Metric):
         return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))  # any backend
 
     def get_config(self):
         return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 # Imported for their registration: a saved model names its compiled FocalLoss
 # and UnweightedAverageRecall, which must be known in a fresh process that only
@@ -249,7 +249,8 @@ class MSIR(keras.Model):
     def get_normalization(self):
         """{input name: (mean, std)} as set by `set_normalization`."""
         layers = {name: self.get_layer(f"{name}_standardize") for name in self.feature_inputs}
-        return {name: (layer.mean.numpy(), layer.std.numpy()) for name, layer in layers.items()}
+        return {name: (ops.convert_to_numpy(layer.mean), ops.convert_to_numpy(layer.std))
+                for name, layer in layers.items()}
 
     def get_config(self):
         return {

@@ -1,0 +1,100 @@
+"""Length-bucketed, padded batches for Keras on any backend (TensorFlow, JAX, PyTorch).
+
+`BucketedBatches` is a `keras.utils.PyDataset` over a `FeatureSet`: numpy
+batches, no TensorFlow. It makes the batches the tf.data pipeline
+(`FeatureSet.dataset`) makes: a training epoch shuffles the utterances
+(the order of epoch k is a function of the seed and k alone), sorts each
+window of `bucket_batches` batches by length, cuts it into batches and
+shuffles the batches, so every epoch has the same number of batches with
+little padding; prediction takes the utterances sorted by length.
+
+Each batch is right-padded with zeros to its longest utterance, or, with
+`pad_to` > 1, up to the next multiple of `pad_to` frames: JAX compiles one
+program per input shape, and rounding lengths bounds how many it compiles
+(the model derives each utterance's length from its padding, so the extra
+zeros change no prediction).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from msir_keras.data import pad_batch
+
+
+def bucket_plan(lengths, batch_size, bucket_batches, rng):
+    """Row positions of each batch of one shuffled, length-bucketed epoch.
+
+    Args:
+        lengths: (N,) frames per utterance. batch_size, bucket_batches: int.
+        rng: numpy Generator (shuffles the utterances, then the batches).
+
+    Returns:
+        list of int arrays; their number depends on N alone.
+    """
+    order = rng.permutation(len(lengths))
+    window = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+class BucketedBatches(keras.utils.PyDataset):
+    """A FeatureSet's batches as a Keras PyDataset (module doc).
+
+    Args:
+        data: FeatureSet.
+        batch_size: int.
+        shuffle: bool, defaults to True. False: sorted by length, in
+            `data.prediction_order()`, for prediction.
+        seed: int, defaults to 0.
+        bucket_batches: int, defaults to 8. Batches per window sorted by length.
+        with_labels: bool, defaults to True.
+        pad_to: int, defaults to 1. Batches are padded to a multiple of it.
+        **kwargs: PyDataset's `workers`, `use_multiprocessing`, `max_queue_size`.
+
+    Yields:
+        ({input name: (B, T, ...) float32}, (B,) int64 labels), or (inputs,).
+    """
+
+    def __init__(self, data, batch_size, shuffle=True, seed=0, bucket_batches=8, with_labels=True, pad_to=1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if with_labels and data.labels is None:
+            raise ValueError("this FeatureSet has no labels; pass with_labels=False")
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+        self.bucket_batches, self.with_labels, self.pad_to = bucket_batches, with_labels, pad_to
+        self.epoch = 0
+        self.batches = self._plan()
+
+    def _plan(self):
+        if not self.shuffle:
+            order = self.data.prediction_order()
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return bucket_plan(self.data.lengths(), self.batch_size, self.bucket_batches, rng)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        rows = self.batches[index]
+        inputs = {}
+        for name, arrays in self.data.features.items():
+            chosen = [arrays[i] for i in rows]
+            length = None
+            if chosen[0].ndim > 1 and self.pad_to > 1:
+                length = -(-max(len(a) for a in chosen) // self.pad_to) * self.pad_to
+            inputs[name] = pad_batch(chosen, length)
+        return (inputs, self.data.labels[rows]) if self.with_labels else (inputs,)
+
+    def on_epoch_end(self):
+        """The next epoch's order: shuffled again (training), the same (prediction)."""
+        if self.shuffle:
+            self.epoch += 1
+            self.batches = self._plan()
