@@ -1,16 +1,20 @@
-"""Training throughput and peak memory of MSIR presets, by input pipeline.
+"""Training throughput and peak memory of MSIR presets, by input pipeline and Keras backend.
 
 For the `small` and `paper` presets, on EmoDB's 339 four-class utterances,
-three pipelines side by side, each timed over whole epochs (every batch
-once, so long and short batches count alike): the tf.data pipeline (`FeatureSet.dataset`:
-ragged tensors, in-graph length buckets, prefetch), the Python generator it
-replaced (length buckets made in Python, `from_generator`), and tf.data
-padded to the longest utterance of the set. For each: utterances per second
-over timed training steps (after one warm-up step), the padded share of the
-frames, and the peak resident memory of the process. The paper preset
-trains on a fixed random subset of the utterances (a CPU takes seconds per
-step). Each configuration
-runs in its own process, so peaks do not mix. (`msir predict` latency:
+pipelines side by side, each timed over whole epochs (every batch once, so
+long and short batches count alike): the tf.data pipeline
+(`FeatureSet.dataset`: ragged tensors, in-graph length buckets, prefetch),
+the backend-neutral PyDataset making the same batches in numpy
+(`FeatureSet.batches`, what JAX and PyTorch train on), under TensorFlow
+and, as `PyDataset@torch` and `PyDataset@jax`, under those backends
+(JAX: padded to a multiple of 32 frames, one untimed epoch compiling the
+shapes first), the Python generator tf.data replaced (`from_generator`),
+and tf.data padded to the longest utterance of the set. For each:
+utterances per second over timed training steps (after one warm-up step or
+epoch), the padded share of the frames, and the peak resident memory of
+the process. The paper preset trains on a fixed random subset of the
+utterances (a CPU takes seconds per step). Each configuration runs in its
+own process, so peaks do not mix. (`msir predict` latency:
 benchmarks/predict.py.)
 log-Mels and LLDs are EmoDB's real features; wav2vec 2.0 inputs are random
 arrays of the real shape (T/2 frames of 768): the branch's cost depends on
@@ -18,6 +22,7 @@ shapes only, and no pretrained checkpoint is reachable here.
 
 Usage: python benchmarks/train.py [--epochs 2] [--batch-size 64] [--paper-batch-size 16]
                                   [--paper-utterances 96] [--presets small,paper]
+                                  [--pipelines tf.data,PyDataset,PyDataset@torch,...]
 Writes benchmarks/results/train.json.
 """
 
@@ -33,6 +38,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Pipelines, each in its own process; NAME@BACKEND runs under that Keras backend (TensorFlow otherwise).
+PIPELINES = ("tf.data", "PyDataset", "generator", "padded-to-longest", "PyDataset@torch", "PyDataset@jax")
 EMODB = os.path.join(HERE, "..", "..", "shared", "data", "emodb")
 
 
@@ -82,14 +89,17 @@ def generator_dataset(data, batch_size, seed=0, bucket_batches=8):
 
 def _padded_fraction(dataset, steps):
     real = padded = 0
-    for inputs, _ in dataset.take(steps):
-        frames = inputs["logmel"].numpy()
+    batches = dataset.take(steps) if hasattr(dataset, "take") else (dataset[i] for i in range(len(dataset)))
+    for inputs, _ in batches:
+        frames = np.asarray(inputs["logmel"])
         padded += frames.shape[0] * frames.shape[1]
         real += int(np.count_nonzero(np.any(frames.reshape(*frames.shape[:2], -1) != 0, axis=-1)))
     return 1 - real / padded
 
 
 def _batches_per_epoch(data, pipeline, batch_size):
+    if pipeline == "PyDataset":
+        return len(data.batches(batch_size))
     if pipeline == "generator":
         return sum(1 for _ in generator_dataset(data, batch_size))
     return int(data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").cardinality())
@@ -98,6 +108,8 @@ def _batches_per_epoch(data, pipeline, batch_size):
 def measure(preset, pipeline, epochs, batch_size, utterances, store):
     """One configuration, in this process: prints a JSON line."""
     import keras
+
+    backend = keras.backend.backend()
 
     from msir_keras import engine
     from msir_keras.experiment import ExperimentConfig
@@ -111,18 +123,24 @@ def measure(preset, pipeline, epochs, batch_size, utterances, store):
     model = engine.build(config, data.frame_shapes(), ["angry", "happy", "neutral", "sad"],
                          data.fit_normalization())
     engine.compile_model(model, config)
-    if pipeline == "generator":
-        dataset = generator_dataset(data, batch_size).repeat()
-    else:
-        dataset = data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").repeat()
     steps = epochs * _batches_per_epoch(data, pipeline, batch_size)
-    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)  # tracing
-    started = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    if pipeline == "PyDataset":  # Keras's backend-neutral pipeline, as FeatureSet.pipeline gives it
+        dataset = data.pipeline(batch_size, shuffle=True) if backend != "tensorflow" else data.batches(batch_size)
+        model.fit(dataset, epochs=1, verbose=0)  # tracing (JAX: compiling every shape) over one epoch
+        started = time.perf_counter()
+        model.fit(dataset, epochs=epochs, verbose=0)
+    else:
+        if pipeline == "generator":
+            dataset = generator_dataset(data, batch_size).repeat()
+        else:
+            dataset = data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").repeat()
+        model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)  # tracing
+        started = time.perf_counter()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "preset": preset, "pipeline": pipeline, "batch_size": batch_size, "utterances": data.size,
+        "preset": preset, "pipeline": pipeline, "backend": backend, "batch_size": batch_size, "utterances": data.size,
         "epochs": epochs, "steps": steps,
         "utterances_per_second": round(epochs * data.size / seconds, 2),
         "seconds_per_epoch": round(seconds / epochs, 2),
@@ -141,6 +159,8 @@ def main():
     parser.add_argument("--store", default=os.path.join(tempfile.gettempdir(), "msir-bench-store"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train.json"))
     parser.add_argument("--presets", default="small,paper")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES),
+                        help="of " + ", ".join(PIPELINES) + " (PyDataset@torch: under KERAS_BACKEND=torch)")
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "PIPELINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -151,16 +171,18 @@ def main():
 
     results = {"machine": f"{os.cpu_count()} cores", "training": []}
     for preset in args.presets.split(","):
-        for pipeline in ("tf.data", "generator", "padded-to-longest"):
+        for name in args.pipelines.split(","):
+            pipeline, _, backend = name.partition("@")
             output = subprocess.run(
                 [sys.executable, __file__, "--one", preset, pipeline, "--epochs", str(args.epochs),
                  "--batch-size", str(args.batch_size), "--paper-batch-size", str(args.paper_batch_size),
                  "--paper-utterances", str(args.paper_utterances), "--store", args.store],
                 check=True, capture_output=True, text=True,
+                env={**os.environ, "KERAS_BACKEND": backend or "tensorflow"},
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             results["training"].append(row)
-            print(f"{preset:>5} {pipeline:>17} ({row['utterances']} utt., batch {row['batch_size']}): "
+            print(f"{preset:>5} {name:>17} ({row['utterances']} utt., batch {row['batch_size']}): "
                   f"{row['utterances_per_second']:8.2f} utt/s, {row['seconds_per_epoch']:.1f} s/epoch, "
                   f"padding {row['padded_fraction']:.0%}, peak RSS {row['peak_rss_mb']} MB "
                   f"({row['peak_rss_above_data_mb']} MB above the loaded data)", flush=True)

@@ -9,6 +9,7 @@ the same values.
 
 import keras
 import numpy as np
+from keras.ops import convert_to_numpy as to_numpy  # any backend's tensors (torch's carry gradients)
 
 
 def _symbolic(value):
@@ -56,7 +57,7 @@ def run_layer_test(layer_cls, init_kwargs, args, kwargs=None, expected_output_sh
     if prepare is not None:
         prepare(layer)
         output = layer(*args, **kwargs)
-    output = np.asarray(output)
+    output = to_numpy(output)
     if expected_output_shape is not None:
         assert output.shape == tuple(expected_output_shape), (output.shape, expected_output_shape)
     assert len(layer.trainable_weights) == expected_trainable_weights, layer.trainable_weights
@@ -66,7 +67,7 @@ def run_layer_test(layer_cls, init_kwargs, args, kwargs=None, expected_output_sh
     again = layer_cls.from_config(config)
     again(*args, **kwargs)
     again.set_weights(layer.get_weights())
-    np.testing.assert_allclose(np.asarray(again(*args, **kwargs)), output, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(again(*args, **kwargs)), output, rtol=1e-6, atol=1e-6)
 
     # Symbolic call inside a functional model, batch size open.
     symbolic_args = keras.tree.map_structure(_symbolic, args)
@@ -76,7 +77,7 @@ def run_layer_test(layer_cls, init_kwargs, args, kwargs=None, expected_output_sh
     inputs = _leaves((symbolic_args, symbolic_kwargs), keras.KerasTensor)
     data = _leaves((args, kwargs), np.ndarray)
     model = keras.Model(inputs, symbolic_output)
-    np.testing.assert_allclose(np.asarray(model(data)), output, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(model(data)), output, rtol=1e-6, atol=1e-6)
 
     # One training step moves every trainable weight.
     if train:
@@ -85,8 +86,8 @@ def run_layer_test(layer_cls, init_kwargs, args, kwargs=None, expected_output_sh
         target = np.random.default_rng(0).normal(size=output.shape).astype("float32")
         model.fit(data, target, batch_size=len(output), epochs=1, verbose=0)
         for old, new in zip(before, layer.trainable_weights):
-            assert not np.allclose(old, np.asarray(new)), f"{new.path} did not train"
-        output = np.asarray(model(data))
+            assert not np.allclose(old, to_numpy(new)), f"{new.path} did not train"
+        output = to_numpy(model(data))
 
     # Saved and loaded in a .keras file: the same class, the same values.
     if tmp_path is not None:
@@ -94,7 +95,7 @@ def run_layer_test(layer_cls, init_kwargs, args, kwargs=None, expected_output_sh
         model.save(path)
         loaded = keras.saving.load_model(path, compile=False)
         assert any(type(inner) is layer_cls for inner in loaded.layers)
-        np.testing.assert_allclose(np.asarray(loaded(data)), output, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(loaded(data)), output, rtol=1e-6, atol=1e-6)
     return output
 
 

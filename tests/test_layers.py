@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+from keras.ops import convert_to_numpy as to_numpy  # any backend's tensors (torch's carry gradients)
 import pytest
 
 from keras_objects import run_layer_test, run_loss_test, run_metric_test
@@ -28,8 +29,8 @@ def rebuilt_output(layer, inputs, call_kwargs=None):
     again = type(layer).from_config(layer.get_config())
     again(inputs, **call_kwargs)
     again.set_weights(layer.get_weights())
-    np.testing.assert_allclose(np.asarray(again(inputs, **call_kwargs)), np.asarray(output), rtol=1e-6)
-    return np.asarray(output)
+    np.testing.assert_allclose(to_numpy(again(inputs, **call_kwargs)), to_numpy(output), rtol=1e-6)
+    return to_numpy(output)
 
 
 def test_frame_lengths_from_right_padding():
@@ -43,12 +44,12 @@ def test_frame_lengths_from_right_padding():
 def test_mask_frames_and_pooled_lengths():
     x = RNG.normal(size=(2, 5, 3)).astype("float32")
     lengths = np.array([5, 2], "int32")
-    out = np.asarray(MaskFrames(0.0)(x, lengths))
+    out = to_numpy(MaskFrames(0.0)(x, lengths))
     np.testing.assert_array_equal(out[1, 2:], 0)
     np.testing.assert_array_equal(out[1, :2], x[1, :2])
-    lowest = np.asarray(MaskFrames("min")(x, lengths))
+    lowest = to_numpy(MaskFrames("min")(x, lengths))
     assert (lowest[1, 2:] < -1e30).all()
-    assert np.asarray(PooledLengths(2)(np.array([1, 2, 5, 6]))).tolist() == [1, 1, 3, 3]
+    assert to_numpy(PooledLengths(2)(np.array([1, 2, 5, 6]))).tolist() == [1, 1, 3, 3]
 
 
 def test_attention_pooling_matches_the_equation_and_ignores_padding():
@@ -63,7 +64,7 @@ def test_attention_pooling_matches_the_equation_and_ignores_padding():
         np.testing.assert_allclose(out[row], weights @ h[row, :n], rtol=1e-5, atol=1e-6)
     changed = h.copy()
     changed[1, 4:] = 100.0
-    np.testing.assert_allclose(np.asarray(layer(changed, padding_mask=mask))[1], out[1], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer(changed, padding_mask=mask))[1], out[1], rtol=1e-6)
 
 
 def test_standardize_holds_its_statistics_as_weights():
@@ -94,7 +95,7 @@ def test_layers_train_one_step():
 def test_bilstm_matches_keras_bidirectional(merge_mode):
     x = RNG.normal(size=(3, 7, 4)).astype("float32")
     lengths = np.array([7, 4, 1])
-    mask = np.asarray(sequence_mask(lengths, 7))
+    mask = to_numpy(sequence_mask(lengths, 7))
     x[~mask] = 0.0
     layer = BiLSTM(5, merge_mode=merge_mode)
     output = rebuilt_output(layer, x, {"mask": mask})
@@ -102,10 +103,10 @@ def test_bilstm_matches_keras_bidirectional(merge_mode):
     reference = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), merge_mode=merge_mode)
     reference(x, mask=mask)
     reference.set_weights(layer.get_weights())
-    np.testing.assert_allclose(output, np.asarray(reference(x, mask=mask)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output, to_numpy(reference(x, mask=mask)), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(output[~mask], 0.0)
     # The backward direction reads the valid frames only: padding does not change them.
-    shorter = np.asarray(layer(x[1:2, :4], mask=mask[1:2, :4]))
+    shorter = to_numpy(layer(x[1:2, :4], mask=mask[1:2, :4]))
     np.testing.assert_allclose(shorter[0], output[1, :4], rtol=1e-5, atol=1e-6)
 
 
@@ -119,7 +120,7 @@ def _padded(batch=3, frames=6, shape=(5,), lengths=(6, 4, 1)):
 
 
 X, LENGTHS = _padded()
-MASK = np.asarray(sequence_mask(LENGTHS, 6))
+MASK = to_numpy(sequence_mask(LENGTHS, 6))
 
 LAYER_CASES = {
     "FrameLengths": dict(layer_cls=FrameLengths, init_kwargs={}, args=(X,), expected_output_shape=(3,),
