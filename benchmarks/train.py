@@ -66,21 +66,14 @@ def generator_dataset(data, batch_size, seed=0, bucket_batches=8):
     import numpy as np
     import tensorflow as tf
 
+    from msir_keras.batches import bucket_plan
     from msir_keras.data import pad_batch
 
     rng = np.random.default_rng(seed)
     lengths = data.lengths()
 
     def batches():
-        order = rng.permutation(len(lengths))
-        window = batch_size * bucket_batches
-        groups = []
-        for start in range(0, len(order), window):
-            chunk = order[start : start + window]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            groups.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-        rng.shuffle(groups)
-        for rows in groups:
+        for rows in bucket_plan(lengths, batch_size, bucket_batches, rng):
             yield {n: pad_batch([a[i] for i in rows]) for n, a in data.features.items()}, data.labels[rows]
 
     spec = {n: tf.TensorSpec((None, None, *a[0].shape[1:]), tf.float32) for n, a in data.features.items()}
