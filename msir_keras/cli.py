@@ -62,8 +62,7 @@ def _import_tensorflow_quietly():
     """Imports TensorFlow (and probes its devices) with those lines filtered out of stderr."""
     if "tensorflow" in sys.modules:
         return
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return  # Keras runs on JAX or PyTorch: TensorFlow need not be there
+    # Under JAX or PyTorch too, where TensorFlow is installed: Keras imports it (to seed it) all the same.
     sys.stderr.flush()
     with tempfile.TemporaryFile() as capture:
         saved = os.dup(2)
@@ -267,7 +266,8 @@ def _add_config_flags(parser, training=True, default_recipe="paper", exclude=())
                         help="set any config field or MSIR argument, e.g. --set weight_decay=1e-4")
     if training:
         parser.add_argument("--branches", default=None,
-                            help=f"MSIR branches, comma-separated (default: {','.join(defaults.branches)})")
+                            help="MSIR branches, comma-separated, of cr, lld, w2v, func (func: the eGeMAPS "
+                            f"functionals branch, early fusion) (default: {','.join(defaults.branches)})")
         parser.add_argument("--emotion", action="append", choices=list(defaults.targets),
                             help="detection target (repeat; default: all four)")
         parser.add_argument("--config", default=None, metavar="FILE",

@@ -37,7 +37,7 @@ from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
 from msir_keras.features.store import atomic_write
 from msir_keras.features.base import ConfigError
-from msir_keras.fusion import grouping_column, selection_groups
+from msir_keras.fusion import GROUP_COLUMNS, grouping_column, selection_groups
 from msir_keras.metrics import classification_report, detection_report, mean_reports
 
 def report_skipped(corpus, log=print, shown=10):
@@ -138,8 +138,8 @@ def _make_folds(config, table):
         empty = [part for part in ("train", "validation", "test") if not len(getattr(fold, part))
                  and not (part == "validation" and fixed_budget)]
         if fixed_budget and not len(fold.validation) and config.tune:
-            raise ConfigError(f"{config.root}: fold {fold.name} trains on one speaker and {NO_GROUPS}: --tune has "
-                              "nothing to choose by; add a `group` column")
+            raise ConfigError(f"{config.root}: fold {fold.name} trains on one speaker and "
+                              f"{no_groups(table, np.sort(rows))}: --tune has nothing to choose by; {ADD_GROUPS}")
         if empty:
             raise ConfigError(
                 f"{config.root}: fold {fold.name} has no {' and no '.join(empty)} utterance "
@@ -148,9 +148,21 @@ def _make_folds(config, table):
     return made
 
 
-NO_GROUPS = ("has no `group` or `text` column with a value on every utterance and two values or more "
-             "among its training utterances")
 ADD_GROUPS = "add a `group` column (e.g. the spoken text) to the manifest to choose on held-out groups"
+
+
+def no_groups(table, rows):
+    """Why a fold's training rows have no grouping to hold out (`fusion.grouping_column` found none)."""
+    present = [c for c in GROUP_COLUMNS if c in table]
+    if not present:
+        return "the corpus has no `group` or `text` column"
+    reasons = []
+    for column in present:
+        values = table[column].iloc[rows]
+        blank = int(values.isna().sum())
+        reasons.append(f"`{column}` is empty on {blank} of its {len(rows)} training utterances (fill them)" if blank
+                       else f"`{column}` has one value among its training utterances")
+    return "; ".join(reasons)
 
 
 def selection_notes(config, table, folds):
@@ -172,12 +184,12 @@ def selection_notes(config, table, folds):
                 notes.append(f"fold {fold.name} trains on {count} speakers, fewer than inner_folds="
                              f"{config.inner_folds}: the fused detector holds out {count} speaker groups")
             elif by is not None:
-                notes.append(f"fold {fold.name} trains on 1 speaker: the fused detector holds out groups of the "
+                notes.append(f"fold {fold.name} trains on one speaker: the fused detector holds out groups of the "
                              f"corpus's `{by}` values instead ({'; '.join(', '.join(g) for g in groups)})")
             else:
-                notes.append(f"fold {fold.name} trains on 1 speaker and {NO_GROUPS}: the fused detector trains on "
-                             f"a fixed budget ({config.epochs} MSIR epochs, ComParE C=1, equal weights); "
-                             f"{ADD_GROUPS}")
+                notes.append(f"fold {fold.name} trains on one speaker and {no_groups(table, rows)}: the fused "
+                             f"detector trains on a fixed budget ({config.epochs} MSIR epochs, ComParE C=1, equal "
+                             f"weights); {ADD_GROUPS}")
         elif config.model != "fusion" and count < 2:
             fold = _without_same_speaker_selection(config, table, fold)
             selection = fold_selection(table, fold)
@@ -185,8 +197,8 @@ def selection_notes(config, table, folds):
             if selection.get("fixed_budget"):
                 budget = f"MSIR trains {config.epochs} epochs (no early stopping)" if config.model == "msir" \
                     else "the SVM takes C=1"
-                notes.append(f"fold {fold.name} trains on one speaker and {NO_GROUPS}: a fixed budget, {budget}; "
-                             f"{ADD_GROUPS}")
+                notes.append(f"fold {fold.name} trains on one speaker and {no_groups(table, rows)}: a fixed "
+                             f"budget, {budget}; {ADD_GROUPS}")
             else:
                 held = sorted(set(table[selection["held_out"]].iloc[fold.validation].astype(str)))
                 notes.append(f"fold {fold.name} trains on one speaker: {what} is chosen on held-out "
@@ -212,9 +224,10 @@ def _without_same_speaker_selection(config, table, fold):
     """A fold whose training part holds one speaker: validation on held-out groups, or none (fixed budget).
 
     For MSIR and the SVMs (the fused detector holds out groups itself):
-    the validation part becomes a share (`config.validation`, at least one
-    value, never all) of the values of `fusion.grouping_column`, drawn with
-    the config's seed; without such a column it is empty, and `engine.fit`
+    the validation part is made of whole values of `fusion.grouping_column`,
+    drawn with the config's seed until they hold a `config.validation`
+    share of the utterances (never every value); without such a column it
+    is empty, and `engine.fit`
     trains every epoch and keeps the last, `baselines.fit_svm` takes C=1.
     """
     rows = np.sort(np.concatenate([fold.train, fold.validation]))
@@ -224,10 +237,11 @@ def _without_same_speaker_selection(config, table, fold):
     if column is None:
         return dataclasses.replace(fold, train=rows, validation=rows[:0])
     keys = table[column].iloc[rows].astype(str).to_numpy()
-    values = sorted(set(keys))
-    count = min(len(values) - 1, max(1, round(config.validation * len(values))))
-    held = np.random.default_rng(config.seed).choice(values, count, replace=False)
-    in_validation = np.isin(keys, held)
+    values = np.random.default_rng(config.seed).permutation(sorted(set(keys)))
+    # Whole values, drawn in turn until they hold the validation share of the utterances (never all values).
+    sizes = np.cumsum([np.count_nonzero(keys == value) for value in values[:-1]])
+    count = int(np.searchsorted(sizes, config.validation * len(rows))) + 1
+    in_validation = np.isin(keys, values[: min(count, len(values) - 1)])
     return dataclasses.replace(fold, train=rows[~in_validation], validation=rows[in_validation])
 
 
@@ -509,6 +523,9 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
             extra[f"{part}_uar"] = _report(config, labels[fold.test], values.argmax(axis=1), class_names)["uar"]
     predictions.to_csv(os.path.join(folder, "predictions.csv"), index=False)
     report = _report(config, labels[fold.test], predicted, class_names)
+    if config.model == "fusion":  # it trains on both parts, holding out groups of them in turn (`selection`)
+        fold = dataclasses.replace(fold, train=np.sort(np.concatenate([fold.train, fold.validation])),
+                                   validation=fold.validation[:0])
     report.update(fold=fold.to_dict(table), seconds=round(time.perf_counter() - started, 1), **extra)
     plot_confusion(report["confusion"], class_names, os.path.join(folder, "confusion.png"),
                    title=f"{config.model} {target}, {fold.name}: UAR {report['uar']:.1%}")
@@ -630,8 +647,8 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     if summary.warnings:  # suspicious audio the run used: listed with its results
         write_json(os.path.join(staging, "audio_warnings.json"), summary.to_dict()["warnings"])
     targets = ["classification"] if config.task == "classification" else list(config.targets)
-    described = (f"msir ({config.preset}, branches {'+'.join(config.branches)}, recipe {config.recipe})"
-                 if config.model == "msir" else config.model)
+    described = (f"{config.model} ({config.preset}, branches {'+'.join(config.branches)}, recipe {config.recipe})"
+                 if config.model in ("msir", "fusion") else config.model)
     log(f"{described} on {config.corpus}: "
         f"{len(table)} utterances, {len(folds)} fold(s), task {config.task}")
     results = _run_folds(config, table, data.select(list(config.extractors())), folds, targets, staging, log,
@@ -765,7 +782,8 @@ def results_table(metrics):
         rows.append(["all", "mean"] + [_figure(metrics["mean"][k]) for k in keys])
     text = _markdown(header, rows)
     comparison = comparison_table(metrics)
-    return text if comparison is None else f"{text}\n\nUAR beside the baselines (same folds):\n\n{comparison}"
+    heading = "UAR beside the baselines (same folds)" if metrics.get("baselines") else "UAR of each part (same folds)"
+    return text if comparison is None else f"{text}\n\n{heading}:\n\n{comparison}"
 
 
 def _markdown(header, rows):

@@ -238,7 +238,7 @@ TRAIN = [
               lambda c: _train_on(c, _speakers(c, [3, 8], per_class=4, group=True), "--model", "fusion", "--folds",
                                   "2", "--branches", "lld", "--preset", "tiny", "--epochs", "2", "--max-folds", "1",
                                   "--no-savedmodel"), 0,
-              ("trains on 1 speaker: the fused detector holds out groups of the corpus's `group` values",),
+              ("trains on one speaker: the fused detector holds out groups of the corpus's `group` values",),
               _one_training_speaker('"held_out": "group"'))),
     slow(Case("fusion-with-one-training-speaker-and-no-groups-trains-a-fixed-budget",
               lambda c: _train_on(c, _speakers(c, [3, 8], per_class=4), "--model", "fusion", "--folds", "2",

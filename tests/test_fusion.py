@@ -289,9 +289,14 @@ def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
     config = ExperimentConfig(corpus="manifest", root="", wav2vec2=None, validation=0.2)
     same_speaker = Fold("test-b", np.arange(5), np.array([5]), np.arange(6, 12))  # validation drawn from "a"
     fold = _without_same_speaker_selection(config, table, same_speaker)
-    held = set(table["text"].iloc[fold.validation])
-    assert len(held) == 1 and not held & set(table["text"].iloc[fold.train])
+    held = set(table["text"].iloc[fold.validation])  # whole texts, until they hold 20 % of the utterances
+    assert len(held) == 2 and not held & set(table["text"].iloc[fold.train])
     assert sorted(np.concatenate([fold.train, fold.validation])) == list(range(6))
+    from msir_keras.experiment import no_groups
+
+    blank = table.assign(text=table["text"].where(table.index != 2))
+    assert len(_without_same_speaker_selection(config, blank, same_speaker).validation) == 0
+    assert no_groups(blank, np.arange(6)) == "`text` is empty on 1 of its 6 training utterances (fill them)"
     budget = _without_same_speaker_selection(config, table.drop(columns="text"), same_speaker)
     assert list(budget.train) == list(range(6)) and len(budget.validation) == 0
     svm = _without_same_speaker_selection(dataclasses.replace(config, model="svm-compare"), table, same_speaker)
