@@ -3,7 +3,7 @@
 `BucketedBatches` is a `keras.utils.PyDataset` over a `FeatureSet`: numpy
 batches, no TensorFlow. It makes the batches the tf.data pipeline
 (`FeatureSet.dataset`) makes: a training epoch shuffles the utterances
-(the order of epoch k is a function of the seed and k alone), sorts each
+(each epoch's order is a function of the seed and its number alone), sorts each
 window of `bucket_batches` batches by length, cuts it into batches and
 shuffles the batches, so every epoch has the same number of batches with
 little padding; prediction takes the utterances sorted by length.
@@ -94,7 +94,12 @@ class BucketedBatches(keras.utils.PyDataset):
         return (inputs, self.data.labels[rows]) if self.with_labels else (inputs,)
 
     def on_epoch_end(self):
-        """The next epoch's order: shuffled again (training), the same (prediction)."""
+        """The next order: shuffled again (training), the same (prediction).
+
+        Keras calls it once before the first epoch too, so fit's epoch k
+        takes the plan of `epoch` k + 1; each plan is a function of the seed
+        and its number alone, so training is reproducible all the same.
+        """
         if self.shuffle:
             self.epoch += 1
             self.batches = self._plan()

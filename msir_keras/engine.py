@@ -87,7 +87,9 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
         optimizer=keras.optimizers.Adam(rate, clipnorm=config.clipnorm or None),
         loss=loss_for(config, target),
         metrics=["accuracy", UnweightedAverageRecall(model.num_classes)],
-        jit_compile=config.jit_compile if jit_compile is None else jit_compile,
+        # JAX: "auto" is jax.jit (eager steps otherwise); PyTorch: eager. TensorFlow keeps the config's.
+        jit_compile=(config.jit_compile if jit_compile is None else jit_compile)
+        or (keras.backend.backend() != "tensorflow" and "auto"),
     )
     return model
 
