@@ -402,11 +402,12 @@ def cmd_evaluate(args):
 
 
 def cmd_compare(args):
-    from msir_keras.compare import compare_markdown, compare_runs, is_search_folder, markdown, search_summary
+    from msir_keras.compare import compare_markdown, compare_runs, is_search_folder, search_summary
+    from msir_keras.reports import markdown_table
 
     if len(args.runs) == 1 and is_search_folder(args.runs[0]):
         table = search_summary(args.runs[0])  # a `msir tune` folder: its combinations over the folds
-        text = markdown(table.drop(columns="target") if table["target"].nunique() == 1 else table)
+        text = markdown_table(table.drop(columns="target") if table["target"].nunique() == 1 else table)
     else:
         names = args.names.split(",") if args.names else None
         table = compare_runs(args.runs, names, args.figure, ensemble=args.ensemble)

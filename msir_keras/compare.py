@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from msir_keras.features.base import ConfigError
+from msir_keras.reports import markdown_table
 
 
 def run_figures(run, figure="uar"):
@@ -66,7 +67,7 @@ def compare_markdown(table, digits=3):
 
     shown = pd.DataFrame([cells(fold, row) for fold, row in table.iterrows()], columns=table.columns,
                          index=pd.Index(table.index, name="fold"))
-    return markdown(shown)
+    return markdown_table(shown)
 
 
 def is_search_folder(folder):
@@ -105,16 +106,6 @@ def search_summary(folder):
     minutes = trials.groupby(["target", *settings])["seconds"].sum() / 60
     wide["trial_minutes"] = minutes.round(1)
     return wide.sort_values("mean", ascending=False).reset_index()
-
-
-def markdown(frame, digits=3):
-    """Any table as Markdown: floats to `digits` places, the index as the first column when it is named."""
-    if frame.index.name is not None:
-        frame = frame.reset_index()
-    cell = lambda v: "n/a" if pd.isna(v) else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def ensemble_figures(runs):

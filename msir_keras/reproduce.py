@@ -32,6 +32,7 @@ import pandas as pd
 from msir_keras.config import PAPER_ZETA, ExperimentConfig
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features.base import ConfigError
+from msir_keras.reports import markdown_table
 
 ROWS_FILE = os.path.join(os.path.dirname(__file__), "paper_rows.json")
 # The weightings the paper's text names for Fig. 5 (theta = 2); its figure's full grid is not in the text.
@@ -327,15 +328,13 @@ def ordering(table):
 
 
 def _markdown(table, digits=1):
-    from msir_keras.compare import markdown
-
     shown = table.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
             signed = str(column).startswith("Δ") or str(column).endswith(" Δ")
             shown[column] = [("n/a" if not np.isfinite(v) else f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}")
                              for v in shown[column]]
-    return markdown(shown)
+    return markdown_table(shown)
 
 
 def write_outputs(base, rows, parts, results, out, emotions, zetas, log=print):

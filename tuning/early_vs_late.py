@@ -27,7 +27,7 @@ import os
 
 import pandas as pd
 
-from msir_keras.compare import markdown
+from msir_keras.reports import markdown_table
 
 
 def fold_rows(run, variant):
@@ -67,9 +67,9 @@ def main(argv=None):
             "Means over folds and seeds. `val_*`: out-of-fold UAR over each fold's training speakers (what "
             "chooses); `test_*`: the held-out speakers. `msir`: MSIR's part alone (for early+late: MSIR + F, "
             "early fusion alone); `minutes`: one run of five folds.", "",
-            markdown(summary), "",
-            f"Chosen by the validation figure: **{default}**.", "", "## Per seed", "", markdown(per_seed), "",
-            "## Per fold", "", markdown(folds)]
+            markdown_table(summary), "",
+            f"Chosen by the validation figure: **{default}**.", "", "## Per seed", "", markdown_table(per_seed), "",
+            "## Per fold", "", markdown_table(folds)]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(f"{args.out}.md", "w") as handle:
         handle.write("\n".join(text) + "\n")

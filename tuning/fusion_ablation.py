@@ -34,14 +34,7 @@ from msir_keras.config import ExperimentConfig
 from msir_keras.experiment import prepare, target_labels
 from msir_keras.fusion import FUNCTIONAL_SETS, logistic_regression, choose_weight, select_functionals
 from msir_keras.metrics import uar
-
-
-def _markdown(frame, index=True):
-    """A markdown table of a DataFrame (figures to three decimals)."""
-    frame = frame.reset_index() if index else frame
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+from msir_keras.reports import markdown_table
 
 
 def _columns(frame, prefix, classes):
@@ -155,10 +148,10 @@ def main():
     means = single.drop(columns=["fold", "chosen weight"], errors="ignore").groupby("seed").mean(numeric_only=True).T
     means["mean"] = means.mean(axis=1)
     text = ["Mean UAR over the five test folds, per seed (columns) and over seeds:", "",
-            _markdown(means.rename_axis("variant")), ""]
+            markdown_table(means.rename_axis("variant")), ""]
     if len(ensemble):
         text += ["Seed ensemble (every seed's MSIR members averaged, weight chosen again), per fold:", "",
-                 _markdown(ensemble[["fold", "fused", "msir part alone", "chosen weight"]], index=False), ""]
+                 markdown_table(ensemble[["fold", "fused", "msir part alone", "chosen weight"]]), ""]
     with open(args.out + ".md", "w") as handle:
         handle.write("\n".join(text))
     print("\n".join(text))
