@@ -1,7 +1,8 @@
 """Reports: a run's metrics.json summary and its Markdown tables; the one Markdown table writer.
 
 `markdown_table` writes every table of the package: a run's results.md,
-`msir compare` and `msir reproduce`. Light to import (no TensorFlow).
+`msir compare` and `msir reproduce` (pandas' `to_markdown`, which needs
+`tabulate`). Light to import (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def comparison_table(metrics):
 
 
 def markdown_table(frame, digits=3):
-    """Any table as Markdown: floats to `digits` places, the index as the first column when it is named.
+    """Any table as Markdown (GitHub's pipes, columns aligned): floats to `digits` places, a named index first.
 
     The one table writer of run folders (results.md), `msir compare` and
     `msir reproduce`: callers format special cells (± or signed figures) as
@@ -132,6 +133,7 @@ def markdown_table(frame, digits=3):
     if frame.index.name is not None:
         frame = frame.reset_index()
     cell = lambda v: "n/a" if pd.isna(v) else (_figure(v, digits) if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    shown = pd.DataFrame([[cell(v) for v in row] for row in frame.itertuples(index=False)],
+                         columns=[str(c) for c in frame.columns])
+    # Every cell is text by now: tabulate must not read "0.750" back as a number and write 0.75.
+    return shown.to_markdown(index=False, tablefmt="github", disable_numparse=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -126,7 +127,7 @@ def test_svm_rows_on_an_iemocap_tree_then_a_restart_reuses_them(tmp_path, capsys
     config = json.loads((out / "runs" / "compare-svm" / "sad" / "config.json").read_text())
     assert (config["split"], config["task"], config["targets"]) == ("session", "detection", ["sad"])
     report = (out / "report.md").read_text()
-    assert "test folds: test-session-5" in report and "| compare-svm | ComParE + SVM |" in report
+    assert "test folds: test-session-5" in report and re.search(r"\| compare-svm +\| ComParE \+ SVM +\|", report)
     assert not (out / "table3.csv").exists()  # none of Tables 3-4's methods ran
     capsys.readouterr()
     stamp = os.path.getmtime(out / "runs" / "egemaps-svm" / "angry" / "metrics.json")
