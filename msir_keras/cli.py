@@ -341,7 +341,8 @@ def _announce_wav2vec2(config):
 
 
 def _run(config, args):
-    from msir_keras.experiment import check_run_folder, run_experiment
+    from msir_keras.experiment import run_experiment
+    from msir_keras.runfolder import check_run_folder
 
     check_run_folder(config, args.out, args.overwrite)  # before any work
     if config.model in ("msir", "fusion") and "w2v" in config.branches:

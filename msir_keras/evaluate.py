@@ -12,11 +12,11 @@ from msir_keras.experiment import (
     ExperimentConfig,
     _report,
     prepare,
-    summarise,
     target_labels,
-    write_results,
 )
 from msir_keras.metrics import mean_reports
+from msir_keras.reports import summarise
+from msir_keras.runfolder import write_results
 
 # The cross-corpus row of the fold models' averaged probabilities (beside one row per fold model).
 AVERAGE = "fold-average"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -35,11 +34,19 @@ from msir_keras.config import PAPER_ZETA, ExperimentConfig  # noqa: F401  (the r
 from msir_keras.corpora import FOUR_CLASSES, class_labels, detection_labels, load_corpus, make_folds
 from msir_keras.corpora.base import canonical_label
 from msir_keras.features import DamagedEntryError, FeatureStore
-from msir_keras.features.store import atomic_write
 from msir_keras.features.base import ConfigError
 from msir_keras.fusion import GROUP_COLUMNS, grouping_column, selection_groups
 from msir_keras.metrics import classification_report, detection_report, mean_reports
-from msir_keras.reports import results_table, summarise
+from msir_keras.reports import summarise
+from msir_keras.runfolder import (
+    _move_into_place,
+    check_run_folder,
+    finished_fold,
+    staging_folder,
+    write_json,
+    write_results,
+)
+
 
 def report_skipped(corpus, log=print, shown=10):
     """Logs what a corpus loader left out: labels outside the classes as counts, other entries with where and why."""
@@ -563,60 +570,6 @@ def _log_fold(config, target, name, report, log, note=""):
         + chosen + (f"  {report['seconds']:.0f} s" if "seconds" in report else "") + note)
 
 
-def finished_fold(config, folder):
-    """The saved report of a fold that a previous attempt finished, or None."""
-    path = os.path.join(folder, "metrics.json")
-    if not os.path.exists(path) or (config.model in ("msir", "fusion") and not os.path.exists(
-            os.path.join(folder, "model.keras"))):
-        return None
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except json.JSONDecodeError:  # killed while writing it: the fold is trained again
-        return None
-
-
-def write_json(path, value):
-    """Writes valid JSON, whole or not at all: NaN and infinity (undefined figures) become null."""
-    text = json.dumps(_finite(value), indent=2, allow_nan=False).encode()
-    atomic_write(path, lambda stream: stream.write(text))
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-class RunFolderError(ConfigError):
-    """A run folder that would be overwritten, or a partial run of another configuration."""
-
-
-def staging_folder(out):
-    return os.path.normpath(out) + ".partial"
-
-
-def check_run_folder(config, out, overwrite=False):
-    """Refuses, before any work, to write over a finished run or a foreign partial one."""
-    if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise RunFolderError(
-            f"{out} already holds a run; pass --overwrite to replace it (the old one is kept until "
-            "the new one has finished) or choose another --out"
-        )
-    staging = staging_folder(out)
-    saved = os.path.join(staging, "config.json")
-    if os.path.exists(saved) and not overwrite:
-        if ExperimentConfig.load(saved).to_dict() != ExperimentConfig.from_dict(config.to_dict()).to_dict():
-            raise RunFolderError(
-                f"{staging} holds an unfinished run with another configuration; pass --overwrite "
-                "to discard it, or delete it"
-            )
-
-
 def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     """Runs an experiment end to end and writes its run folder (see the module doc).
 
@@ -682,25 +635,3 @@ def _run_folds(config, table, data, folds, targets, folder, log, verbose):
             reports[fold.name] = report
         results[target] = {"folds": reports, "mean": mean_reports(list(reports.values()))}
     return results
-
-
-def _move_into_place(staging, out):
-    """Replaces `out` by the finished `staging` folder; an old run goes only once the new one is there."""
-    old = None
-    if os.path.exists(out):
-        old = f"{os.path.normpath(out)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def write_results(out, metrics, log=print):
-    """Writes metrics.json and results.md (the table, also logged) into `out`."""
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "metrics.json"), metrics)
-    text = results_table(metrics)
-    with open(os.path.join(out, "results.md"), "w") as handle:
-        handle.write(text + "\n")
-    log(text)
-    return metrics

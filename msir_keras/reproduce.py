@@ -33,6 +33,7 @@ from msir_keras.config import PAPER_ZETA, ExperimentConfig
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features.base import ConfigError
 from msir_keras.reports import markdown_table
+from msir_keras.runfolder import RunFolderError
 
 ROWS_FILE = os.path.join(os.path.dirname(__file__), "paper_rows.json")
 # The weightings the paper's text names for Fig. 5 (theta = 2); its figure's full grid is not in the text.
@@ -167,8 +168,6 @@ def plan(base, rows, emotions, out, zetas=PAPER_ZETAS):
 
 def finished_part(part, overwrite=False):
     """A part's metrics.json if its run folder has finished with the part's configuration, else None."""
-    from msir_keras.experiment import RunFolderError
-
     metrics = os.path.join(part.folder, "metrics.json")
     if not os.path.exists(metrics):
         return None
