@@ -272,7 +272,7 @@ def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
     out the corpus's `group` (or `text`) values, or trains on a fixed budget (no validation part)."""
     from msir_keras.config import ExperimentConfig
     from msir_keras.corpora.splits import Fold
-    from msir_keras.experiment import _without_same_speaker_selection
+    from msir_keras.selection import _without_same_speaker_selection
     from msir_keras.fusion import selection_groups
 
     table = pd.DataFrame({"speaker": ["a"] * 6 + ["b"] * 6, "gender": ["F"] * 6 + ["M"] * 6,
@@ -292,7 +292,7 @@ def test_too_few_speakers_hold_out_groups_or_train_a_fixed_budget():
     held = set(table["text"].iloc[fold.validation])  # whole texts, until they hold 20 % of the utterances
     assert len(held) == 2 and not held & set(table["text"].iloc[fold.train])
     assert sorted(np.concatenate([fold.train, fold.validation])) == list(range(6))
-    from msir_keras.experiment import no_groups
+    from msir_keras.selection import no_groups
 
     blank = table.assign(text=table["text"].where(table.index != 2))
     assert len(_without_same_speaker_selection(config, blank, same_speaker).validation) == 0
