@@ -105,7 +105,7 @@ def measure(preset, pipeline, epochs, batch_size, utterances, store):
     backend = keras.backend.backend()
 
     from msir_keras import engine
-    from msir_keras.experiment import ExperimentConfig
+    from msir_keras.config import ExperimentConfig
 
     data = _features(store)
     if utterances and utterances < data.size:

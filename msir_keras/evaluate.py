@@ -8,15 +8,12 @@ import re
 
 import numpy as np
 
-from msir_keras.experiment import (
-    ExperimentConfig,
-    _report,
-    prepare,
-    target_labels,
-)
+from msir_keras.config import ExperimentConfig
+from msir_keras.experiment import prepare
 from msir_keras.metrics import mean_reports
 from msir_keras.reports import summarise
 from msir_keras.runfolder import write_results
+from msir_keras.training import _report, target_labels
 
 # The cross-corpus row of the fold models' averaged probabilities (beside one row per fold model).
 AVERAGE = "fold-average"

@@ -1,7 +1,7 @@
 """Run folders: written whole or not at all, resumed fold by fold, never overwritten unasked.
 
 A run is written into `<out>.partial` (`staging_folder`) and moved to
-`<out>` when it has finished (`_move_into_place`), so a crash never leaves a
+`<out>` when it has finished (`move_into_place`), so a crash never leaves a
 half-written run where a finished one was. Started again with the same
 configuration, a run resumes from its `.partial` folder: a fold whose
 `metrics.json` was written (`finished_fold`) is not trained again. Every
@@ -77,7 +77,7 @@ def check_run_folder(config, out, overwrite=False):
             )
 
 
-def _move_into_place(staging, out):
+def move_into_place(staging, out):
     """Replaces `out` by the finished `staging` folder; an old run goes only once the new one is there."""
     old = None
     if os.path.exists(out):

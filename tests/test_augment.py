@@ -102,7 +102,8 @@ def test_speed_perturbation_scales_length_and_pitch(factor):
 def test_copies_only_of_training_utterances_computed_once(emodb_root, emodb_store, tmp_path):
     from msir_keras.augment import SpeedPerturbed
     from msir_keras.config import ExperimentConfig
-    from msir_keras.experiment import prepare, target_labels, training_copies
+    from msir_keras.experiment import prepare
+    from msir_keras.training import target_labels, training_copies
     from msir_keras.features import FeatureStore
     from msir_keras.corpora import load_emodb
 

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from msir_keras.cli import main
-from msir_keras.experiment import ExperimentConfig, prepare, target_labels, train_msir
+from msir_keras.config import ExperimentConfig
+from msir_keras.experiment import prepare
 from msir_keras.metrics import uar
+from msir_keras.training import target_labels, train_msir
 
 
 def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):

@@ -13,7 +13,8 @@ import pytest
 
 from msir_keras import engine
 from msir_keras.cli import main
-from msir_keras.experiment import ExperimentConfig, prepare, run_search
+from msir_keras.config import ExperimentConfig
+from msir_keras.experiment import prepare, run_search
 from msir_keras.tuning import PAPER_LEARNING_RATES, SPACES, load_space
 
 
@@ -105,7 +106,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from msir_keras import engine
     from msir_keras.data import FeatureSet
-    from msir_keras.experiment import ExperimentConfig
+    from msir_keras.config import ExperimentConfig
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 80, size=48)  # 3 batches of 16: 8 per replica

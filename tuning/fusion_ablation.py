@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from msir_keras.config import ExperimentConfig
-from msir_keras.experiment import prepare, target_labels
+from msir_keras.experiment import prepare
 from msir_keras.fusion import FUNCTIONAL_SETS, logistic_regression, choose_weight, select_functionals
 from msir_keras.metrics import uar
 from msir_keras.reports import markdown_table
+from msir_keras.training import target_labels
 
 
 def _columns(frame, prefix, classes):
