@@ -5,6 +5,7 @@ part only (`selection` for a fold with one training speaker), predicts its
 test part once and writes the fold's folder::
 
     model.keras, normalization.json     MSIR and the fused detector
+    selection.csv                       the fused detector's choices on held-out groups
     history.csv, predictions.csv, confusion.png
     metrics.json                        written last: the fold has finished
 """
