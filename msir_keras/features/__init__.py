@@ -3,13 +3,8 @@
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
 from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
 from msir_keras.features.logmel import LogMel, LogMelConfig
-from msir_keras.features.store import (
-    ExtractionSummary,
-    FeatureStore,
-    DamagedEntryError,
-    MissingFeaturesError,
-    parse_shard,
-)
+from msir_keras.features.schedule import ExtractionSummary, parse_shard
+from msir_keras.features.store import DamagedEntryError, FeatureStore, MissingFeaturesError
 from msir_keras.features.wav2vec import (
     DEFAULT_CHECKPOINT,
     CheckpointError,
