@@ -466,7 +466,8 @@ def _warn(message):
 
 
 def cmd_predict(args):
-    from msir_keras.export import Detector, audio_files
+    from msir_keras.audio import audio_files
+    from msir_keras.detector import Detector
 
     if args.hop is not None and args.window is None:
         raise ValueError("--hop sets the step between timeline windows: give --window SECONDS with it")
