@@ -41,7 +41,7 @@ marks = [("start", time.perf_counter())]
 def mark(name): marks.append((name, time.perf_counter()))
 import msir_keras.cli; mark("import msir_keras.cli")
 import tensorflow, keras; mark("import tensorflow + keras")
-from msir_keras.export import Detector; mark("import msir_keras.export")
+from msir_keras.detector import Detector; mark("import msir_keras.detector")
 import torch; mark("import torch") if "torch" in sys.argv[3:] else None
 detector = Detector(sys.argv[1]); mark("load the fold models")
 from msir_keras.audio import read_audio
@@ -122,7 +122,7 @@ def main():
     print(json.dumps(results["cold"], indent=1), flush=True)
 
     from msir_keras.audio import read_audio
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
 
     detector = Detector(model)
     detector.predict([FILE])

@@ -1,4 +1,4 @@
-"""One audio reader for every step: any file soundfile reads -> float32 mono 16 kHz."""
+"""One audio reader for every step: any file soundfile reads -> float32 mono 16 kHz; and the audio files of a folder."""
 
 from __future__ import annotations
 
@@ -244,3 +244,47 @@ def file_digest(path, chunk_size=1 << 20):
         for block in iter(lambda: handle.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".mp3")
+
+
+def _readable_audio(path):
+    """Whether libsndfile can open the file (any format it knows, whatever the suffix)."""
+    try:
+        soundfile.info(path)
+        return True
+    except Exception:
+        return False
+
+
+def audio_files(arguments, warn=None):
+    """Files to predict: each argument a file, or a folder searched (recursively) for audio.
+
+    In a folder, files with a known audio suffix are taken, and any other
+    file libsndfile can open (.opus, .caf, .w64 ...); `warn` (callable(str))
+    is told how many files were left out, and which.
+    """
+    files = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found, skipped = [], []
+            for folder, _, names in os.walk(argument):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    if name.lower().endswith(AUDIO_SUFFIXES) or (
+                            not name.startswith(".") and os.path.isfile(path) and _readable_audio(path)):
+                        found.append(path)
+                    elif not name.startswith("."):  # hidden files (.DS_Store ...) are not mentioned
+                        skipped.append(path)
+            if not found:
+                raise FileNotFoundError(f"{argument}: a folder with no audio file that libsndfile can read "
+                                        f"({', '.join(AUDIO_SUFFIXES)}, ...)")
+            if skipped and warn is not None:
+                warn(f"{argument}: {len(skipped)} file(s) left out, not audio that libsndfile can read: "
+                     + ", ".join(os.path.relpath(p, argument) for p in sorted(skipped)[:5])
+                     + (" ..." if len(skipped) > 5 else ""))
+            files += sorted(found)
+        else:
+            files.append(argument)
+    return files

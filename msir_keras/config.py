@@ -16,6 +16,7 @@ from msir_keras.limits import check_limit
 
 # The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
 PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
+CLASSIFICATION_ZETA = 0.25  # the focal weighting of every class when classifying with zeta None
 MODELS = ("msir", "fusion", "svm-compare", "svm-egemaps")
 FUNCTIONALS = ("auto", "compare", "egemaps", "both")
 TASKS = ("classification", "detection")
@@ -77,7 +78,7 @@ class ExperimentConfig:
         loss: "focal" or "crossentropy".
         zeta: float, list or None. Focal weighting. None: for detection the
             paper's value per emotion (PAPER_ZETA) on the positive class;
-            for classification 0.25 on every class.
+            for classification CLASSIFICATION_ZETA (0.25) on every class.
         theta: float, defaults to 2.
         learning_rate: float, defaults to 1e-3 (from the paper's grid).
         batch_size: int, defaults to 64. epochs: int, defaults to 100.
@@ -345,7 +346,7 @@ class ExperimentConfig:
         if self.task == "detection":
             z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
             return [1.0 - z, z]
-        return 0.25 if self.zeta is None else self.zeta
+        return CLASSIFICATION_ZETA if self.zeta is None else self.zeta
 
 
 def _model_arguments():

@@ -118,7 +118,7 @@ def fit(model, train, valid, config, seed=None, epochs=None, callbacks=(), verbo
 
     An empty `valid` is a fixed budget: every epoch runs and the model
     keeps the last one's weights (a fold with nothing to hold out, see
-    `experiment._without_same_speaker_selection`); a "plateau" schedule,
+    `selection._without_same_speaker_selection`); a "plateau" schedule,
     which watches val_uar, then keeps its rate.
 
     Returns:

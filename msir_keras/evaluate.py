@@ -49,8 +49,8 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     Returns:
         The metrics dict.
     """
-    from msir_keras.export import model_folders
     from msir_keras.model import load_model
+    from msir_keras.serving import model_folders
 
     config_path = os.path.join(run, "config.json")
     if not os.path.exists(config_path):

@@ -302,7 +302,7 @@ class MSIREnsemble(keras.Model):
 
     A functional model over the members' shared inputs, so it saves, loads,
     exports and predicts like one MSIR; it reads its classes, features and
-    normalisation from its first member (`experiment.run_fold` fits every
+    normalisation from its first member (`training.run_fold` fits every
     member on the same training part). Prediction costs one forward pass
     per member.
 

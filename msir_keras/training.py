@@ -213,7 +213,8 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
                                      "a lower --learning-rate)")
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
-        from msir_keras.export import SERVING, export_model, tensorflow_backend
+        from msir_keras.export import export_model
+        from msir_keras.serving import SERVING, tensorflow_backend
 
         if config.savedmodel and tensorflow_backend():  # under JAX or PyTorch: model.keras alone
             # A SavedModel beside it: `msir predict` loads it without tracing the model again.

@@ -83,7 +83,7 @@ def test_model_layer_loss_and_metric_tests_pass_under(backend):
 def test_train_and_predict_under(backend, tmp_path, emodb_manifest, emodb_store, sample_wav):
     """A tiny `msir train` and a fresh-process `msir predict` without TensorFlow; the run's model.keras gives
     the same probabilities under TensorFlow (this process)."""
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
 
     run = tmp_path / "run"
     train = [sys.executable, "-m", "msir_keras.cli", "train", "--corpus", "manifest", "--root", emodb_manifest,

@@ -62,7 +62,7 @@ def test_run_folder_holds_everything_a_user_needs(three_branch_run):
     assert config.branches == ("cr", "lld", "w2v") and config.preset == "tiny"
     assert config.model_options == {"dropout": 0.4}
     fold_name = sorted(os.listdir(out / "classification"))[0]
-    from msir_keras.export import LoadedModel
+    from msir_keras.serving import LoadedModel
 
     assert LoadedModel(str(out / "classification" / fold_name), keras=True).model.dropout == 0.4
     metrics = json.loads((out / "metrics.json").read_text())
@@ -186,7 +186,7 @@ def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store
     """A two-fold run tested on one speaker of another corpus: no folds are made there."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
 
     out, store = runs["classification"], emodb_store.root
     table = emodb.utterances

@@ -201,7 +201,7 @@ def test_wav2vec_run_and_its_export_predict_alike(fresh):
 
 def test_timeline_of_a_long_recording(fresh, runs, wavs):
     from msir_keras.audio import read_audio
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
 
     results, folder = fresh
     _ok(results, "classification/timeline")

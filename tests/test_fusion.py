@@ -186,7 +186,7 @@ def test_a_run_whose_folds_chose_other_functionals_predicts_with_all(tmp_path, e
     from msir_keras import engine
     from msir_keras.audio import read_audio
     from msir_keras.config import ExperimentConfig
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
     from msir_keras.model import LateFusion
 
     config = ExperimentConfig(model="msir", preset="tiny", branches=("lld",), wav2vec2=None)

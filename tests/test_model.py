@@ -6,9 +6,10 @@ import numpy as np
 from keras.ops import convert_to_numpy as to_numpy  # any backend's tensors (torch's carry gradients)
 import pytest
 
-from msir_keras.export import LoadedModel, export_model
+from msir_keras.export import export_model
 from msir_keras.features.base import ConfigError
 from msir_keras.model import MSIR
+from msir_keras.serving import LoadedModel
 
 RNG = np.random.default_rng(3)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from msir_keras import engine
-from msir_keras.cli import RUN_RECIPE, _experiment_config, build_parser
+from msir_keras.cli.flags import RUN_RECIPE, experiment_config
+from msir_keras.cli.parser import build_parser
 from msir_keras.config import RECIPES, ExperimentConfig
 from msir_keras.data import FeatureSet
 from msir_keras.features.base import ConfigError
@@ -120,18 +121,18 @@ def test_a_search_draws_training_settings_into_the_trial_config():
 def test_recipes_are_presets_the_commands_start_from(tmp_path):
     parser = build_parser()
     base = ["--corpus", "emodb", "--root", "x"]
-    run = _experiment_config(parser.parse_args(["run", *base]), default_recipe=RUN_RECIPE)
+    run = experiment_config(parser.parse_args(["run", *base]), default_recipe=RUN_RECIPE)
     assert run.recipe == RUN_RECIPE and run.batch_size == RECIPES[RUN_RECIPE]["batch_size"]
-    paper = _experiment_config(parser.parse_args(["run", *base, "--recipe", "paper"]))
+    paper = experiment_config(parser.parse_args(["run", *base, "--recipe", "paper"]))
     assert (paper.recipe, paper.batch_size, paper.epochs) == ("paper", 64, 100)
     # Flags and --set apply over the recipe.
-    changed = _experiment_config(parser.parse_args(["run", *base, "--batch-size", "16", "--set", "ensemble=2"]),
+    changed = experiment_config(parser.parse_args(["run", *base, "--batch-size", "16", "--set", "ensemble=2"]),
                                  default_recipe=RUN_RECIPE)
     assert (changed.batch_size, changed.ensemble, changed.recipe) == (16, 2, RUN_RECIPE)
     # A run's config.json is taken as it is, unless --recipe is given.
     saved = tmp_path / "config.json"
     dataclasses.replace(ExperimentConfig(), batch_size=48).save(saved)
-    assert _experiment_config(parser.parse_args(["train", "--config", str(saved)])).batch_size == 48
+    assert experiment_config(parser.parse_args(["train", "--config", str(saved)])).batch_size == 48
     small = ExperimentConfig(model_options={"dropout": 0.5}).with_recipe("small-data")
     assert small.model_options == {"dropout": 0.5, **RECIPES["small-data"].get("model_options", {})}
     # Back to the paper's recipe: the small-data masks go, the dropout stays.
@@ -179,7 +180,7 @@ def test_a_run_with_an_ensemble_saves_one_model_that_predict_uses(runs):
     import pandas as pd
 
     predictions = pd.read_csv(fold / "predictions.csv").iloc[:2]
-    from msir_keras.export import Detector
+    from msir_keras.detector import Detector
 
     again = Detector(str(fold)).predict(predictions["path"].tolist())
     np.testing.assert_allclose(again[[f"p_{c}" for c in model.class_names]].to_numpy(),

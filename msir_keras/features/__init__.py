@@ -3,14 +3,10 @@
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
 from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
 from msir_keras.features.logmel import LogMel, LogMelConfig
-from msir_keras.features.store import (
-    ExtractionSummary,
-    FeatureStore,
-    DamagedEntryError,
-    MissingFeaturesError,
-    parse_shard,
-)
+from msir_keras.features.schedule import ExtractionSummary, parse_shard
+from msir_keras.features.store import DamagedEntryError, FeatureStore, MissingFeaturesError
 from msir_keras.features.wav2vec import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT,
     CheckpointError,
     Wav2Vec2,
@@ -60,3 +56,28 @@ def baseline_extractor(name):
     if name not in BASELINE_FEATURES:
         raise ConfigError(f"unknown baseline features {name!r}; choose from {sorted(BASELINE_FEATURES)}")
     return Functionals(BASELINE_FEATURES[name])
+
+
+# Every feature `msir extract --features` can compute: the model's inputs, then the baselines' functionals.
+FEATURES = (*INPUTS, *BASELINE_FEATURES)
+
+
+def named_extractors(names, logmel=None, lld=None, wav2vec2=None):
+    """The extractors of `names` (of `FEATURES`), in that order: `msir extract --features`.
+
+    Args:
+        names: list of str. Model inputs ("logmel", "lld", "w2v") or SVM
+            baselines' functionals ("compare", "egemaps").
+        logmel, lld, wav2vec2: the inputs' settings, as `branch_extractors`
+            takes them; "w2v" needs `wav2vec2`.
+
+    Raises:
+        ConfigError: an unknown name, or "w2v" without a checkpoint.
+    """
+    unknown = [name for name in names if name not in FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown features {unknown}; choose from {','.join(FEATURES)}")
+    if "w2v" in names and wav2vec2 is None:
+        raise ConfigError("w2v features need a wav2vec 2.0 checkpoint (a hub id or a folder)")
+    branch = branch_extractors(logmel, lld, wav2vec2 if "w2v" in names else None)
+    return [branch[name] if name in branch else baseline_extractor(name) for name in names]

@@ -13,6 +13,7 @@ from msir_keras.audio import SAMPLE_RATE
 from msir_keras.features.base import Extractor, FeatureConfig, check_signal
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+DEFAULT_BATCH_SIZE = 8  # utterances per forward pass of the encoder
 _WEIGHT_FILES = ("config.json", ".safetensors", ".bin")
 
 
@@ -129,7 +130,7 @@ class Wav2Vec2(Extractor):
 
     Args:
         config: Wav2Vec2Config or dict.
-        batch_size: int, defaults to 8. Utterances per forward pass.
+        batch_size: int, defaults to `DEFAULT_BATCH_SIZE` (8). Utterances per forward pass.
         device: str or None. A torch device; by default "cuda" when available.
         chunk_length: float or None, defaults to 30. Seconds per window; None
             encodes every signal whole.
@@ -141,7 +142,7 @@ class Wav2Vec2(Extractor):
     config_class = Wav2Vec2Config
     parallel = False  # one encoder in this process (and on its GPU), not one per worker
 
-    def __init__(self, config=None, batch_size=8, device=None, chunk_length=30.0, chunk_overlap=2.0, **overrides):
+    def __init__(self, config=None, batch_size=DEFAULT_BATCH_SIZE, device=None, chunk_length=30.0, chunk_overlap=2.0, **overrides):
         super().__init__(config, **overrides)
         if chunk_length is not None and not (chunk_length >= 2 * chunk_overlap + 1.0 and chunk_overlap >= 0):
             raise ValueError(f"chunk_length must be at least 2 x chunk_overlap + 1 s (each window keeps a centre), "
