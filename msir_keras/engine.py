@@ -24,9 +24,7 @@ import numpy as np
 import pandas as pd
 
 from msir_keras.features.base import ConfigError
-
-INPUT_OPTIONS = {"logmel": "logmel_shape", "lld": "lld_dim", "w2v": "w2v_dim"}
-
+from msir_keras.presets import INPUT_SIZE, VECTOR_INPUTS
 
 def build(config, input_shapes, class_names, normalization=None, feature_config=None, **overrides):
     """An MSIR model for features of `input_shapes`, with the experiment's preset and options.
@@ -44,8 +42,8 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
     options = {**config.model_options, **overrides}
     for name, shape in input_shapes.items():
         shape = tuple(shape)
-        if name in INPUT_OPTIONS:  # a vector input (functionals) has its set's fixed size
-            options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
+        if name not in VECTOR_INPUTS:  # a vector input (functionals) has its set's fixed size
+            options[INPUT_SIZE[name]] = shape if name == "logmel" else shape[0]
     if replicas() > 1:
         options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
     model = MSIR.from_preset(
