@@ -91,8 +91,10 @@ class ExperimentConfig:
             `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
             searched inside each fold on its validation part before training.
         tuner: "grid", "bayesian" or "hyperband". max_trials: int or None.
-        strategy: "default" (one device) or "mirrored" (every local GPU,
-            `tf.distribute.MirroredStrategy`; batch_size is per replica).
+        strategy: "default" (one device) or "mirrored" (data parallel over
+            every local device: `tf.distribute.MirroredStrategy` under
+            TensorFlow, `keras.distribution.DataParallel` under JAX;
+            batch_size is per device).
         precision: "float32" or "mixed_float16" (GPU; the softmax stays float32).
         jit_compile: bool. XLA-compile the training step.
         tensorboard: bool. TensorBoard logs per fold (and per trial) in the run folder.
