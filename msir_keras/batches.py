@@ -56,6 +56,12 @@ class BucketedBatches(keras.utils.PyDataset):
         bucket_batches: int, defaults to 8. Batches per window sorted by length.
         with_labels: bool, defaults to True.
         pad_to: int, defaults to 1. Batches are padded to a multiple of it.
+        replicas: int, defaults to 1. Under `keras.distribution.DataParallel`
+            over several devices every batch splits evenly: a training batch
+            keeps a multiple of `replicas` rows (as `FeatureSet.dataset`
+            does: the rest of a batch waits for another epoch's shuffle), an
+            evaluation batch is filled up with copies of its last row that
+            weigh 0 (it then yields sample weights too).
         **kwargs: PyDataset's `workers`, `use_multiprocessing`, `max_queue_size`.
 
     Yields:
@@ -63,12 +69,13 @@ class BucketedBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, data, batch_size, shuffle=True, seed=0, bucket_batches=8, with_labels=True, pad_to=1,
-                 **kwargs):
+                 replicas=1, **kwargs):
         super().__init__(**kwargs)
         if with_labels and data.labels is None:
             raise ValueError("this FeatureSet has no labels; pass with_labels=False")
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
         self.bucket_batches, self.with_labels, self.pad_to = bucket_batches, with_labels, pad_to
+        self.replicas = replicas
         self.epoch = 0
         self.batches = self._plan()
 
@@ -77,13 +84,20 @@ class BucketedBatches(keras.utils.PyDataset):
             order = self.data.prediction_order()
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         rng = np.random.default_rng([self.seed, self.epoch])
-        return bucket_plan(self.data.lengths(), self.batch_size, self.bucket_batches, rng)
+        batches = bucket_plan(self.data.lengths(), self.batch_size, self.bucket_batches, rng)
+        if self.replicas > 1:
+            batches = [rows[: len(rows) - len(rows) % self.replicas] for rows in batches]
+            batches = [rows for rows in batches if len(rows)]
+        return batches
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, index):
         rows = self.batches[index]
+        filled = len(rows)
+        if self.replicas > 1 and len(rows) % self.replicas:
+            rows = np.concatenate([rows, np.repeat(rows[-1:], self.replicas - len(rows) % self.replicas)])
         inputs = {}
         for name, arrays in self.data.features.items():
             chosen = [arrays[i] for i in rows]
@@ -91,7 +105,11 @@ class BucketedBatches(keras.utils.PyDataset):
             if chosen[0].ndim > 1 and self.pad_to > 1:
                 length = -(-max(len(a) for a in chosen) // self.pad_to) * self.pad_to
             inputs[name] = pad_batch(chosen, length)
-        return (inputs, self.data.labels[rows]) if self.with_labels else (inputs,)
+        if not self.with_labels:
+            return (inputs,)
+        if self.replicas > 1:
+            return inputs, self.data.labels[rows], (np.arange(len(rows)) < filled).astype("float32")
+        return inputs, self.data.labels[rows]
 
     def on_epoch_end(self):
         """The next order: shuffled again (training), the same (prediction).

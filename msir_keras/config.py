@@ -13,20 +13,17 @@ from msir_keras.features import DEFAULT_CHECKPOINT, baseline_extractor, branch_e
 from msir_keras.features.base import ConfigError
 from msir_keras.features.store import atomic_write
 from msir_keras.limits import check_limit
+from msir_keras import presets
+from msir_keras.presets import ALL_BRANCHES, BRANCH_INPUT, BRANCHES, MODEL_ARGUMENTS, THETA, ZETA
 
 # The paper's best weighting factor per target emotion (Fig. 5, theta = 2).
 PAPER_ZETA = {"happy": 0.75, "neutral": 0.75, "sad": 0.65, "angry": 0.25}
-CLASSIFICATION_ZETA = 0.25  # the focal weighting of every class when classifying with zeta None
 MODELS = ("msir", "fusion", "svm-compare", "svm-egemaps")
 FUNCTIONALS = ("auto", "compare", "egemaps", "both")
 TASKS = ("classification", "detection")
 EMOTIONS = ("four", "all")  # the classes: angry, happy, neutral, sad; or every label of the corpus
 SPLITS = ("speakers", "session", "loso")
-PRESETS = ("small", "paper", "tiny")  # MSIR sizes; "tiny" is for tests of plumbing
-BRANCHES = ("cr", "lld", "w2v")  # the paper's three, MSIR's default
-# Every branch MSIR can take: the paper's three and "func", a dense branch over the utterance's
-# eGeMAPS functionals (early, or feature-level, fusion with openSMILE functionals: "MSIR + F").
-ALL_BRANCHES = (*BRANCHES, "func")
+PRESETS = tuple(presets.PRESETS)  # MSIR sizes; "tiny" is for tests of plumbing
 LOSSES = ("focal", "crossentropy")
 VALIDATION_BY = ("utterances", "speakers")
 TUNERS = ("grid", "bayesian", "hyperband")
@@ -65,7 +62,7 @@ class ExperimentConfig:
         model: "msir", "fusion" (MSIR late-fused with a classifier on
             openSMILE functionals, `msir_keras.fusion`), "svm-compare" or
             "svm-egemaps".
-        preset: "small", "paper" or "tiny" (MSIR sizes; `msir_keras.model.PRESETS`).
+        preset: "small", "paper" or "tiny" (MSIR sizes; `msir_keras.presets.PRESETS`).
         branches: tuple of "cr", "lld", "w2v", "func" (`ALL_BRANCHES`;
             default: the paper's three). "func" adds the functionals
             branch: early fusion with eGeMAPS functionals.
@@ -78,7 +75,7 @@ class ExperimentConfig:
         loss: "focal" or "crossentropy".
         zeta: float, list or None. Focal weighting. None: for detection the
             paper's value per emotion (PAPER_ZETA) on the positive class;
-            for classification CLASSIFICATION_ZETA (0.25) on every class.
+            for classification `presets.ZETA` (0.25) on every class.
         theta: float, defaults to 2.
         learning_rate: float, defaults to 1e-3 (from the paper's grid).
         batch_size: int, defaults to 64. epochs: int, defaults to 100.
@@ -94,8 +91,10 @@ class ExperimentConfig:
             `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
             searched inside each fold on its validation part before training.
         tuner: "grid", "bayesian" or "hyperband". max_trials: int or None.
-        strategy: "default" (one device) or "mirrored" (every local GPU,
-            `tf.distribute.MirroredStrategy`; batch_size is per replica).
+        strategy: "default" (one device) or "mirrored" (data parallel over
+            every local device: `tf.distribute.MirroredStrategy` under
+            TensorFlow, `keras.distribution.DataParallel` under JAX;
+            batch_size is per device).
         precision: "float32" or "mixed_float16" (GPU; the softmax stays float32).
         jit_compile: bool. XLA-compile the training step.
         tensorboard: bool. TensorBoard logs per fold (and per trial) in the run folder.
@@ -151,7 +150,7 @@ class ExperimentConfig:
     wav2vec2_layer: int | None = None
     loss: str = "focal"
     zeta: float | list | None = None
-    theta: float = 2.0
+    theta: float = THETA
     learning_rate: float = 1e-3
     batch_size: int = 64
     epochs: int = 100
@@ -289,11 +288,11 @@ class ExperimentConfig:
                 options[key.split(".", 1)[1]] = value
             elif key in fields:
                 values[key] = value
-            elif key in _model_arguments():
+            elif key in MODEL_ARGUMENTS:
                 options[key] = value
             else:
                 raise ConfigError(f"--set {key}: not a setting; known: {sorted(fields)} and the MSIR "
-                                  f"arguments {sorted(_model_arguments())}")
+                                  f"arguments {sorted(MODEL_ARGUMENTS)}")
         values["model_options"] = options
         return type(self).from_dict(values)
 
@@ -334,8 +333,7 @@ class ExperimentConfig:
             wav2vec2 = {"source": self.wav2vec2, "layer": self.wav2vec2_layer}
         extractors = branch_extractors(self.logmel or None, self.lld or None, wav2vec2)
         extractors["egemaps"] = baseline_extractor("egemaps")  # the functionals branch's input
-        wanted = {"cr": "logmel", "lld": "lld", "w2v": "w2v", "func": "egemaps"}
-        inputs = {wanted[b]: extractors[wanted[b]] for b in self.branches}
+        inputs = {BRANCH_INPUT[b]: extractors[BRANCH_INPUT[b]] for b in self.branches}
         if self.model == "fusion":  # the functional sets the classifier may choose from, after MSIR's inputs
             sets = ("compare", "egemaps") if self.functionals in ("auto", "both") else (self.functionals,)
             inputs.update({name: baseline_extractor(name) for name in sets})
@@ -346,13 +344,4 @@ class ExperimentConfig:
         if self.task == "detection":
             z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
             return [1.0 - z, z]
-        return CLASSIFICATION_ZETA if self.zeta is None else self.zeta
-
-
-def _model_arguments():
-    import inspect
-
-    from msir_keras.model import MSIR
-
-    skip = {"self", "kwargs", "num_classes", "branches", "class_names", "feature_config"}
-    return {name for name in inspect.signature(MSIR.__init__).parameters if name not in skip}
+        return ZETA if self.zeta is None else self.zeta

@@ -265,7 +265,7 @@ class FeatureSet:
         if backend == "tensorflow":
             return self.dataset(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels, replicas=replicas)
         return self.batches(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels,
-                            pad_to=JAX_PAD_TO if backend == "jax" else 1)
+                            pad_to=JAX_PAD_TO if backend == "jax" else 1, replicas=replicas)
 
     def padded_fraction(self, batch_size=64, bucketing=True, seed=0):
         """The share of padding in the frames of one training epoch's batches (first input)."""

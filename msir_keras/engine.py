@@ -11,8 +11,8 @@ benchmarks all call these:
 `val_uar` comes from a streaming metric (`UnweightedAverageRecall`)
 evaluated by `fit(validation_data=...)` on the validation part of the
 training speakers; EarlyStopping keeps the weights of its best epoch.
-Under a `tf.distribute` strategy the model is built in its scope and the
-batch is per replica (global batch = batch_size x replicas).
+Under a `tf.distribute` strategy or a JAX `keras.distribution` the model is
+built in its scope and the batch is per device (global batch = batch_size x devices).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import numpy as np
 import pandas as pd
 
 from msir_keras.features.base import ConfigError
-
-INPUT_OPTIONS = {"logmel": "logmel_shape", "lld": "lld_dim", "w2v": "w2v_dim"}
-
+from msir_keras.presets import INPUT_SIZE, VECTOR_INPUTS
 
 def build(config, input_shapes, class_names, normalization=None, feature_config=None, **overrides):
     """An MSIR model for features of `input_shapes`, with the experiment's preset and options.
@@ -44,8 +42,8 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
     options = {**config.model_options, **overrides}
     for name, shape in input_shapes.items():
         shape = tuple(shape)
-        if name in INPUT_OPTIONS:  # a vector input (functionals) has its set's fixed size
-            options[INPUT_OPTIONS[name]] = shape if name == "logmel" else shape[0]
+        if name not in VECTOR_INPUTS:  # a vector input (functionals) has its set's fixed size
+            options[INPUT_SIZE[name]] = shape if name == "logmel" else shape[0]
     if replicas() > 1:
         options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
     model = MSIR.from_preset(
@@ -95,9 +93,13 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
 
 
 def replicas():
-    """Replicas of the tf.distribute strategy in scope: 1 without one, and under JAX or PyTorch."""
+    """Devices that share each batch: the tf.distribute strategy's replicas under TensorFlow, the
+    devices of the active `keras.distribution` under JAX; 1 without either, and under PyTorch."""
     import keras
 
+    if keras.backend.backend() == "jax":
+        distribution = keras.distribution.distribution()
+        return int(distribution.device_mesh.devices.size) if distribution is not None else 1
     if keras.backend.backend() != "tensorflow":
         return 1
     import tensorflow as tf
@@ -212,19 +214,28 @@ def class_weights(config, labels, num_classes):
 
 
 def make_strategy(name):
-    """A tf.distribute strategy by name: None for "default", MirroredStrategy over local GPUs for "mirrored"."""
+    """Data parallelism over the local devices by name: None for "default"; for "mirrored",
+    `tf.distribute.MirroredStrategy` under TensorFlow, `keras.distribution.DataParallel` under JAX.
+
+    Either has a `scope()`; inside it the engine builds and fits, with a global batch of
+    batch_size x devices. PyTorch has neither here: ConfigError.
+    """
     if name == "default":
         return None
+    if name != "mirrored":
+        raise ConfigError(f"strategy must be 'default' or 'mirrored', got {name!r}")
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError(f"strategy {name!r} is TensorFlow's (tf.distribute); Keras runs on "
-                          f"{keras.backend.backend()} here (KERAS_BACKEND): use --strategy default")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    if backend != "tensorflow":
+        raise ConfigError(f"strategy {name!r} runs under TensorFlow (tf.distribute) or JAX "
+                          f"(keras.distribution); Keras runs on {backend} here (KERAS_BACKEND): "
+                          "use --strategy default")
     import tensorflow as tf
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ConfigError(f"strategy must be 'default' or 'mirrored', got {name!r}")
+    return tf.distribute.MirroredStrategy()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from msir_keras.presets import THETA, ZETA
+
 
 @keras.saving.register_keras_serializable(package="msir_keras")
 class FocalLoss(keras.losses.Loss):
@@ -54,8 +56,8 @@ class FocalLoss(keras.losses.Loss):
             raise ValueError("give theta or its alias gamma, not both")
         zeta = alpha if zeta is None else zeta
         theta = gamma if theta is None else theta
-        self.zeta = 0.25 if zeta is None else (list(zeta) if isinstance(zeta, (list, tuple)) else float(zeta))
-        self.theta = 2.0 if theta is None else float(theta)
+        self.zeta = ZETA if zeta is None else (list(zeta) if isinstance(zeta, (list, tuple)) else float(zeta))
+        self.theta = THETA if theta is None else float(theta)
         if self.theta < 0:
             raise ValueError(f"theta (gamma) must be >= 0, got {self.theta}")
         self.from_logits = from_logits

@@ -5,109 +5,45 @@ from __future__ import annotations
 import copy
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 # Imported for their registration: a saved model names its compiled FocalLoss
 # and UnweightedAverageRecall, which must be known in a fresh process that only
 # loads the model.
 from msir_keras import losses as _losses  # noqa: F401
 from msir_keras import metrics as _metrics  # noqa: F401
-from msir_keras.augment import FeatureMasks
-from msir_keras.branches import cr_branch, functionals_branch, lld_branch, wav2vec_branch
-from msir_keras.config import ALL_BRANCHES, BRANCHES
+from msir_keras.backbone import MSIRBackbone, checked_branches, input_shapes, new_inputs
 from msir_keras.features.base import ConfigError
-from msir_keras.layers import FrameLengths, MaskFrames, Standardize
-
-BRANCH_INPUT = {"cr": "logmel", "lld": "lld", "w2v": "w2v", "func": "egemaps"}
-# Inputs holding one vector per utterance, (B, D), not a sequence of frames (B, T, ...).
-VECTOR_INPUTS = ("egemaps",)
-
-PRESETS = {
-    # The paper's sizes (ACRNN fills the CR branch's gaps).
-    "paper": dict(
-        conv_filters=(128, 256, 256, 256, 256, 256),
-        cr_dense_units=768,
-        cr_lstm_units=128,
-        lld_lstm_units=128,
-        w2v_lstm_units=128,
-        functionals_units=64,
-        dense_units=(64,),
-        dropout=0.3,
-    ),
-    # Trains on a 2-core CPU in minutes: same structure, narrower layers.
-    "small": dict(
-        conv_filters=(16, 32, 32),
-        cr_dense_units=64,
-        cr_lstm_units=32,
-        lld_lstm_units=32,
-        w2v_lstm_units=32,
-        functionals_units=32,
-        dense_units=(32,),
-        dropout=0.3,
-    ),
-    # For tests of plumbing (shapes, saving, the CLI, resume, bad input): the
-    # same structure with a few thousand weights; it learns little.
-    "tiny": dict(
-        conv_filters=(4, 8),
-        cr_dense_units=8,
-        cr_lstm_units=4,
-        lld_lstm_units=4,
-        w2v_lstm_units=4,
-        functionals_units=4,
-        dense_units=(8,),
-        dropout=0.3,
-    ),
-}
+from msir_keras.preprocessor import MSIRPreprocessor
+from msir_keras.presets import BRANCHES, HEAD_ARGUMENTS, MODEL_ARGUMENTS, PAPER, PRESETS, VECTOR_INPUTS
 
 
 @keras.saving.register_keras_serializable(package="msir_keras")
 class MSIR(keras.Model):
-    """Multi-source low-level information based recurrent branches (Wu et al. 2024).
+    """Multi-source low-level information based recurrent branches (Wu et al. 2024): the task model.
 
-    Inputs are named `logmel` (B, T, 40, K), `lld` (B, T, 65 | 130 | 195) and
-    `w2v` (B, T, 768): raw features, right-padded with zeros per batch; with
-    the functionals branch, also `egemaps` (B, 88), one vector per utterance. The
-    model z-scores them with statistics fitted on training data
-    (`set_normalization`), derives each utterance's length from its padding,
-    runs the enabled branches and fuses them: concatenation, fully connected
-    layers, softmax. Every ablation row of the paper's Table 1 is a choice
-    of `branches` and feature shapes.
+    Raw features in, by name: `logmel` (B, T, 40, K), `lld` (B, T, 65 |
+    130 | 195) and `w2v` (B, T, 768), right-padded with zeros per batch;
+    with the functionals branch, also `egemaps` (B, 88). The
+    `preprocessor` z-scores them with training statistics, the `backbone`
+    runs the branches and concatenates them, and the head (dropout and
+    ReLU dense layers, then a softmax: eq. 6) gives (B, num_classes)
+    probabilities. For classification the classes are the emotions; for
+    the paper's per-emotion detection, num_classes is 2 (rest, emotion).
+
+    Build one with `from_preset` (every size is declared in
+    `msir_keras.presets`), or from a backbone of your own.
 
     Args:
-        num_classes: int, defaults to 4. 2 for detection (negative, positive).
-        branches: tuple of "cr", "lld", "w2v", "func"; defaults to the
-            paper's three. "func" is the functionals branch (`functionals_branch`):
-            early fusion with eGeMAPS functionals, not in the paper.
-        logmel_shape: (int, int), defaults to (40, 2): Mel filters and planes.
-        lld_dim: int, defaults to 195 (3D-LLD).
-        w2v_dim: int, defaults to 768 (wav2vec 2.0 base).
-        conv_filters: tuple of int. CR branch convolutions (paper: 128, then 256s).
-        conv_kernel: (int, int), defaults to (5, 3), time x frequency.
-        pool_size: int, defaults to 2. The one max-pooling, after conv 1.
-        cr_dense_units: int, defaults to 768. Time-distributed dense layer.
-        cr_lstm_units, lld_lstm_units, w2v_lstm_units: int, defaults to 128.
-        functionals_dim: int, defaults to 88 (eGeMAPSv02 functionals).
-        functionals_units: int, defaults to 64. The functionals branch's
-            dense layer (it drops out its input at `dropout` first).
-        dense_units: tuple of int, defaults to (64,). Fully connected layers
-            after the fusion.
-        dropout: float, defaults to 0.3. Before each fully connected layer.
-        leaky_relu_slope: float, defaults to 0.01.
-        batch_norm_momentum: float, defaults to 0.99.
-        weight_decay: float, defaults to 1e-3. L2 on the convolution kernels.
-        synchronized_batch_norm: bool, defaults to False. Batch statistics
-            over all replicas of a distribution strategy (CR branch).
-        time_masks, feature_masks: int, default to 0 (off). SpecAugment-style
-            masks on every branch's standardised features, in training only
-            (`msir_keras.augment.FeatureMasks`): this many spans of frames
-            and of feature dimensions are zeroed per utterance.
-        time_mask_width, feature_mask_width: float, default to 0.05 and
-            0.1. A span's largest width, as a share of the utterance's
-            frames or of the feature dimensions.
+        backbone: MSIRBackbone.
+        num_classes: int, defaults to 4.
+        preprocessor: MSIRPreprocessor or None (one for the backbone's
+            inputs, with identity statistics until `set_normalization`).
+        dense_units: tuple of int. The head's fully connected layers.
+        dropout: float. Before each of them.
         class_names: list of str or None. Names of the outputs, in order.
-        feature_config: dict or None. The extractor configs the model was
-            trained on, by input name: a `Detector` extracts with them, and
-            refuses features made with others.
+        dtype: str or `keras.DTypePolicy` or None. The head's policy (the
+            softmax stays float32).
 
     Example:
     >>> model = MSIR.from_preset("small", branches=("cr", "lld"))
@@ -115,185 +51,110 @@ class MSIR(keras.Model):
     ['logmel', 'lld']
     """
 
-    def __init__(
-        self,
-        num_classes=4,
-        branches=BRANCHES,
-        logmel_shape=(40, 2),
-        lld_dim=195,
-        w2v_dim=768,
-        conv_filters=(128, 256, 256, 256, 256, 256),
-        conv_kernel=(5, 3),
-        pool_size=2,
-        cr_dense_units=768,
-        cr_lstm_units=128,
-        lld_lstm_units=128,
-        w2v_lstm_units=128,
-        functionals_dim=88,
-        functionals_units=64,
-        dense_units=(64,),
-        dropout=0.3,
-        leaky_relu_slope=0.01,
-        batch_norm_momentum=0.99,
-        weight_decay=1e-3,
-        synchronized_batch_norm=False,
-        time_masks=0,
-        time_mask_width=0.05,
-        feature_masks=0,
-        feature_mask_width=0.1,
-        class_names=None,
-        feature_config=None,
-        **kwargs,
-    ):
-        branches = tuple(branches)
-        unknown = [b for b in branches if b not in ALL_BRANCHES]
-        if not branches or unknown:
-            raise ConfigError(f"branches must be a non-empty subset of {ALL_BRANCHES}, got {branches}")
-        branches = tuple(b for b in ALL_BRANCHES if b in branches)
-        shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": (w2v_dim,), "egemaps": (functionals_dim,)}
+    def __init__(self, backbone, num_classes=4, preprocessor=None, dense_units=PAPER["dense_units"],
+                 dropout=PAPER["dropout"], class_names=None, dtype=None, **kwargs):
+        if preprocessor is None:
+            preprocessor = MSIRPreprocessor(backbone.input_shapes())
+        if set(preprocessor.input_shapes) != set(backbone.feature_inputs):
+            raise ConfigError(f"the preprocessor makes {sorted(preprocessor.input_shapes)}, the backbone takes "
+                              f"{sorted(backbone.feature_inputs)}")
 
         # === Layers ===
-        builders = {
-            "cr": lambda: cr_branch(
-                shapes["logmel"], tuple(conv_filters), tuple(conv_kernel), pool_size,
-                cr_dense_units, cr_lstm_units, leaky_relu_slope, batch_norm_momentum,
-                weight_decay, synchronized_batch_norm,
-            ),
-            "lld": lambda: lld_branch(lld_dim, lld_lstm_units),
-            "w2v": lambda: wav2vec_branch(w2v_dim, w2v_lstm_units),
-            "func": lambda: functionals_branch(functionals_dim, functionals_units, dropout),
-        }
-        branch_models = {b: builders[b]() for b in branches}
-        # Lengths and z-scores in float32 under any precision policy: raw features (ComParE
-        # LLDs reach about 1e6) overflow float16; only the z-scored features enter the branches.
-        standardizers = {
-            BRANCH_INPUT[b]: Standardize(shapes[BRANCH_INPUT[b]], name=f"{BRANCH_INPUT[b]}_standardize",
-                                         dtype="float32")
-            for b in branches
-        }
+        head = []
+        for index, units in enumerate(dense_units):
+            head.append(layers.Dropout(dropout, name=f"dropout{index + 1}", dtype=dtype))
+            head.append(layers.Dense(units, activation="relu", name=f"dense{index + 1}", dtype=dtype))
+        softmax = layers.Dense(num_classes, activation="softmax", dtype="float32", name="softmax")
 
         # === Functional Model ===
-        inputs, pooled = {}, []
-        for branch in branches:
-            name = BRANCH_INPUT[branch]
-            if name in VECTOR_INPUTS:
-                inputs[name] = features = keras.Input(shape=shapes[name], name=name)
-                pooled.append(branch_models[branch](standardizers[name](features)))
-                continue
-            features = keras.Input(shape=(None, *shapes[name]), name=name)
-            lengths = FrameLengths(name=f"{name}_lengths", dtype="float32")(features)
-            x = standardizers[name](features)
-            x = MaskFrames(0.0, name=f"{name}_mask")(x, lengths)
-            if time_masks or feature_masks:
-                x = FeatureMasks(time_masks, time_mask_width, feature_masks, feature_mask_width,
-                                 name=f"{name}_feature_masks")(x, lengths)
-            inputs[name] = features
-            pooled.append(branch_models[branch]([x, lengths]))
-        x = layers.Concatenate(name="fusion")(pooled) if len(pooled) > 1 else pooled[0]
-        for index, units in enumerate(dense_units):
-            x = layers.Dropout(dropout, name=f"dropout{index + 1}")(x)
-            x = layers.Dense(units, activation="relu", name=f"dense{index + 1}")(x)
-        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="softmax")(x)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        inputs = new_inputs(preprocessor.input_shapes)
+        x = backbone(preprocessor(inputs))
+        for layer in head:
+            x = layer(x)
+        super().__init__(inputs=inputs, outputs=softmax(x), **kwargs)
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         # === Config ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
         self.num_classes = num_classes
-        self.branches = branches
-        self.logmel_shape = shapes["logmel"]
-        self.lld_dim = lld_dim
-        self.w2v_dim = w2v_dim
-        self.conv_filters = tuple(conv_filters)
-        self.conv_kernel = tuple(conv_kernel)
-        self.pool_size = pool_size
-        self.cr_dense_units = cr_dense_units
-        self.cr_lstm_units = cr_lstm_units
-        self.lld_lstm_units = lld_lstm_units
-        self.w2v_lstm_units = w2v_lstm_units
-        self.functionals_dim = functionals_dim
-        self.functionals_units = functionals_units
         self.dense_units = tuple(dense_units)
         self.dropout = dropout
-        self.leaky_relu_slope = leaky_relu_slope
-        self.batch_norm_momentum = batch_norm_momentum
-        self.weight_decay = weight_decay
-        self.synchronized_batch_norm = synchronized_batch_norm
-        self.time_masks = time_masks
-        self.time_mask_width = time_mask_width
-        self.feature_masks = feature_masks
-        self.feature_mask_width = feature_mask_width
         self.class_names = list(class_names) if class_names else None
-        self.feature_config = copy.deepcopy(feature_config) if feature_config else None
 
-    @property
-    def feature_inputs(self):
-        """The names of the inputs this model takes, in branch order."""
-        return [BRANCH_INPUT[b] for b in self.branches]
+    # What the rest of the package reads of a model, from the part that holds it.
+    branches = property(lambda self: self.backbone.branches)
+    feature_inputs = property(lambda self: self.backbone.feature_inputs)
+    feature_config = property(lambda self: self.preprocessor.feature_config)
 
     def feature_shapes(self):
         """{input name: the shape of one frame}; a vector input (B, D) has shape () (`new_inputs` gives D)."""
-        shapes = {"logmel": self.logmel_shape, "lld": (self.lld_dim,), "w2v": (self.w2v_dim,), "egemaps": ()}
-        return {name: shapes[name] for name in self.feature_inputs}
+        return {name: () if name in VECTOR_INPUTS else shape for name, shape in self.backbone.input_shapes().items()}
 
     def new_inputs(self):
         """Fresh `keras.Input`s shaped as this model's, by name: for a functional model that calls it."""
-        return {name: keras.Input(shape=(self.functionals_dim,) if name in VECTOR_INPUTS else (None, *shape),
-                                  name=name)
-                for name, shape in self.feature_shapes().items()}
+        return new_inputs(self.backbone.input_shapes())
 
     def set_normalization(self, statistics):
         """Sets the z-score statistics: {input name: (mean, std)} fitted on training data."""
-        for name in self.feature_inputs:
-            mean, std = statistics[name]
-            self.get_layer(f"{name}_standardize").set_statistics(mean, std)
+        self.preprocessor.set_normalization(statistics)
 
     def get_normalization(self):
         """{input name: (mean, std)} as set by `set_normalization`."""
-        layers = {name: self.get_layer(f"{name}_standardize") for name in self.feature_inputs}
-        return {name: (ops.convert_to_numpy(layer.mean), ops.convert_to_numpy(layer.std))
-                for name, layer in layers.items()}
+        return self.preprocessor.get_normalization()
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
+        config = super().get_config()
+        config.update({
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
             "num_classes": self.num_classes,
-            "branches": list(self.branches),
-            "logmel_shape": list(self.logmel_shape),
-            "lld_dim": self.lld_dim,
-            "w2v_dim": self.w2v_dim,
-            "conv_filters": list(self.conv_filters),
-            "conv_kernel": list(self.conv_kernel),
-            "pool_size": self.pool_size,
-            "cr_dense_units": self.cr_dense_units,
-            "cr_lstm_units": self.cr_lstm_units,
-            "lld_lstm_units": self.lld_lstm_units,
-            "w2v_lstm_units": self.w2v_lstm_units,
-            "functionals_dim": self.functionals_dim,
-            "functionals_units": self.functionals_units,
             "dense_units": list(self.dense_units),
             "dropout": self.dropout,
-            "leaky_relu_slope": self.leaky_relu_slope,
-            "batch_norm_momentum": self.batch_norm_momentum,
-            "weight_decay": self.weight_decay,
-            "synchronized_batch_norm": self.synchronized_batch_norm,
-            "time_masks": self.time_masks,
-            "time_mask_width": self.time_mask_width,
-            "feature_masks": self.feature_masks,
-            "feature_mask_width": self.feature_mask_width,
             "class_names": self.class_names,
-            "feature_config": self.feature_config,
-        }
+        })
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        if "backbone" not in config:  # written before the backbone split: one flat dict of arguments
+            return cls.from_arguments(**config)
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        preprocessor = keras.saving.deserialize_keras_object(config.pop("preprocessor"))
+        return cls(backbone, preprocessor=preprocessor, **config)
+
+    @classmethod
+    def from_arguments(cls, num_classes=4, class_names=None, feature_config=None, name=None, trainable=True,
+                       dtype=None, **arguments):
+        """A task model from flat arguments: every preset argument (`msir_keras.presets.PAPER`) and
+        `branches`, split between the backbone and the head; missing ones are the paper's."""
+        unknown = sorted(set(arguments) - MODEL_ARGUMENTS - {"branches"})
+        if unknown:
+            raise ConfigError(f"unknown MSIR argument(s) {unknown}; known: branches and {sorted(MODEL_ARGUMENTS)}")
+        arguments = {**PAPER, **arguments}
+        head = {key: arguments[key] for key in HEAD_ARGUMENTS}
+        body = {key: value for key, value in arguments.items() if key != "dense_units"}
+        body["branches"] = checked_branches(body.get("branches", BRANCHES))
+        shapes = input_shapes(body["branches"], body["logmel_shape"], body["lld_dim"], body["w2v_dim"],
+                              body["functionals_dim"])
+        backbone = MSIRBackbone(**body, dtype=dtype, name=f"{name}_backbone" if name else None)
+        preprocessor = MSIRPreprocessor(shapes, feature_config)
+        kwargs = {"name": name} if name else {}
+        return cls(backbone, num_classes, preprocessor, class_names=class_names, dtype=dtype,
+                   trainable=trainable, **head, **kwargs)
 
     @classmethod
     def from_preset(cls, preset="paper", **overrides):
-        """Builds a model from a preset ("paper", "small" or "tiny") with `overrides` on top."""
+        """Builds a model from a preset ("paper", "small" or "tiny") with `overrides` on top.
+
+        `overrides` are preset arguments (`msir_keras.presets.PAPER`),
+        `branches`, `num_classes`, `class_names`, `feature_config`, `name`, `dtype`.
+        """
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[preset], **overrides})
+        return cls.from_arguments(**{**PRESETS[preset], **overrides})
 
 
 @keras.saving.register_keras_serializable(package="msir_keras")
@@ -445,8 +306,9 @@ def load_model(path, compile=True):
 
     Importing this module registers every class such a file names (the model,
     its layers, `FocalLoss`, `UnweightedAverageRecall`), so `keras.saving.load_model` works too once
-    `msir_keras.model` is imported; this function also names the file when
-    it cannot be read.
+    `msir_keras.model` is imported; this function also loads files saved
+    before MSIR was split into backbone, preprocessor and head
+    (`msir_keras.legacy`), and names the file when it cannot be read.
 
     Args:
         path: str. A `model.keras` file.
@@ -457,7 +319,11 @@ def load_model(path, compile=True):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such model file")
+    from msir_keras.legacy import is_legacy, load_legacy
+
     try:
+        if is_legacy(path):
+            return load_legacy(path, compile=compile)
         return keras.saving.load_model(path, compile=compile)
     except (TypeError, ValueError, OSError) as error:
         raise ConfigError(

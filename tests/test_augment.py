@@ -60,7 +60,7 @@ def test_a_model_with_masks_predicts_as_the_same_weights_without_them(tmp_path):
     path = str(tmp_path / "masked.keras")
     masked.save(path)
     loaded = load_model(path, compile=False)
-    assert loaded.time_masks == 2 and loaded.get_layer("logmel_feature_masks").feature_masks == 2
+    assert loaded.backbone.time_masks == 2 and loaded.backbone.get_layer("logmel_feature_masks").feature_masks == 2
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), expected, rtol=1e-5, atol=1e-6)
     # In training (which also moves batch-norm statistics, so last) the masks act.
     assert not np.allclose(np.asarray(masked(batch, training=True)), np.asarray(plain(batch, training=True)))

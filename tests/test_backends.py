@@ -81,15 +81,19 @@ def test_model_layer_loss_and_metric_tests_pass_under(backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_train_and_predict_under(backend, tmp_path, emodb_manifest, emodb_store, sample_wav):
-    """A tiny `msir train` and a fresh-process `msir predict` without TensorFlow; the run's model.keras gives
-    the same probabilities under TensorFlow (this process)."""
+    """A tiny `msir train` (under JAX, data parallel over two devices) and a fresh-process `msir predict`
+    without TensorFlow; the run's model.keras gives the same probabilities under TensorFlow (this process)."""
     from msir_keras.detector import Detector
 
     run = tmp_path / "run"
     train = [sys.executable, "-m", "msir_keras.cli", "train", "--corpus", "manifest", "--root", emodb_manifest,
              "--wav2vec2", "off", "--branches", "lld,func", "--preset", "tiny", "--folds", "2", "--max-folds", "1",
              "--epochs", "1", "--batch-size", "16", "--store", emodb_store.root, "--out", str(run)]
-    result = subprocess.run(train, env=_environment(backend), capture_output=True, text=True)
+    environment = _environment(backend)
+    if backend == "jax":  # keras.distribution.DataParallel over two CPU devices, as over a machine's GPUs
+        environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        train += ["--strategy", "mirrored"]
+    result = subprocess.run(train, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     fold = next((run / "classification").iterdir())
     assert (fold / "model.keras").exists() and not (fold / "serving").exists()  # a SavedModel is TensorFlow's

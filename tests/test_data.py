@@ -89,3 +89,18 @@ def test_predict_returns_rows_in_the_sets_order():
 
     lengths = RNG.integers(5, 60, size=21)
     np.testing.assert_array_equal(_set(lengths).predict(Echo(), batch_size=4)[:, 0], lengths)
+
+
+def test_data_parallel_batches_split_evenly_over_the_devices():
+    """Training batches keep a multiple of the devices; evaluation batches are filled with rows that weigh 0."""
+    from msir_keras.batches import BucketedBatches
+
+    rng = np.random.default_rng(0)
+    data = FeatureSet({"lld": [rng.normal(size=(n, 3)).astype(np.float32) for n in rng.integers(3, 30, 23)]},
+                      rng.integers(0, 4, 23))
+    training = BucketedBatches(data, 8, shuffle=True, replicas=3)
+    assert all(len(training[i][1]) % 3 == 0 for i in range(len(training)))
+    evaluation = BucketedBatches(data, 8, shuffle=False, replicas=3)
+    weights = np.concatenate([evaluation[i][2] for i in range(len(evaluation))])
+    assert all(len(evaluation[i][1]) % 3 == 0 for i in range(len(evaluation)))
+    assert weights.sum() == data.size and set(weights) == {0.0, 1.0}

@@ -63,16 +63,19 @@ def test_any_subset_of_branches_is_a_configuration(branches):
 
 def test_paper_preset_has_the_paper_sizes():
     model = MSIR.from_preset("paper", lld_dim=195)
-    cr = model.get_layer("cr_branch")
+    cr = model.backbone.get_layer("cr_branch")
     convs = [layer for layer in cr.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [128, 256, 256, 256, 256, 256]
     assert convs[0].kernel_size == (5, 3)
     assert cr.get_layer("bilstm").forward_layer.units == 128
     assert cr.get_layer("frame_dense").units == 768
-    assert model.get_layer("lld_branch").get_layer("bilstm").merge_mode == "sum"
+    assert model.backbone.get_layer("lld_branch").get_layer("bilstm").merge_mode == "sum"
     assert cr.get_layer("bilstm").merge_mode == "concat"
-    with pytest.raises(ConfigError):
-        MSIR(branches=("cr", "audio"))
+    assert model.get_layer("dense1").units == 64 and model.dropout == 0.3
+    with pytest.raises(ConfigError, match="audio"):
+        MSIR.from_preset("tiny", branches=("cr", "audio"))
+    with pytest.raises(ConfigError, match="lstm_unit"):
+        MSIR.from_preset("tiny", lstm_unit=3)
 
 
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
@@ -133,4 +136,5 @@ def test_mixed_precision_keeps_raw_features_and_their_z_scores_in_float32():
     out = to_numpy(model({"lld": x}))
     assert out.dtype == np.float32 and np.isfinite(out).all()
     np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-3)
-    assert model.get_layer("lld_standardize").compute_dtype == "float32"
+    assert model.preprocessor.compute_dtype == "float32"
+    assert model.backbone.get_layer("lld_branch").get_layer("bilstm").compute_dtype == "float16"

@@ -113,7 +113,7 @@ def test_a_search_draws_training_settings_into_the_trial_config():
     trial = hypermodel.trial_config(hp)
     assert (trial.label_smoothing, trial.lr_schedule, trial.class_weights, trial.epochs) == (0.1, "cosine",
                                                                                             "balanced", 3)
-    assert model.feature_masks == 1 and model.loss.label_smoothing == 0.1
+    assert model.backbone.feature_masks == 1 and model.loss.label_smoothing == 0.1
     result = hypermodel.fit(hp, model)
     assert hypermodel.trials_run == 1 and result["epochs_run"] == 3  # the drawn epochs, not the config's 4
 

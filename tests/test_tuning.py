@@ -151,7 +151,7 @@ MIRRORED = textwrap.dedent("""
             two = mirrored.evaluate(part.dataset(16, shuffle=False, replicas=2), verbose=0, return_dict=True)
         evaluations.append([one["uar"], two["uar"], one["loss"], two["loss"]])
     print(json.dumps({"replicas": mirrored_strategy.num_replicas_in_sync, "evaluations": evaluations,
-                      "synchronized": bool(mirrored.get_layer("cr_branch").get_layer("bn1").synchronized),
+                      "synchronized": bool(mirrored.backbone.get_layer("cr_branch").get_layer("bn1").synchronized),
                       "loss": [loss_single, loss_mirrored], "fit": [history, history_mirrored],
                       "tiny": tiny_loss}))
 """)

@@ -147,7 +147,7 @@ def config_flags(training=True):
             ("--loss", "loss", dict(choices=c.LOSSES)),
             ("--zeta", "zeta", dict(type=limited("zeta", "--zeta"), help="focal weighting",
                                     default_text="the paper's per emotion for detection, "
-                                    f"{c.CLASSIFICATION_ZETA} otherwise")),
+                                    f"{c.ZETA} otherwise")),
             ("--theta", "theta", dict(type=limited("theta", "--theta"), help="focal focusing factor")),
             ("--split", "split", dict(choices=c.SPLITS)),
             ("--validation", "validation", dict(type=limited("validation", "--validation"),

@@ -24,10 +24,6 @@ def extractor_from_config(name, config):
     return EXTRACTORS[name].from_config(config)
 
 
-# The model's input names and the features that feed them.
-INPUTS = ("logmel", "lld", "w2v")
-
-
 def branch_extractors(logmel=None, lld=None, wav2vec2=None):
     """The extractors of MSIR's three inputs, by input name; a None input is off.
 
