@@ -1,6 +1,7 @@
 """Feature extractors (log-Mels, openSMILE LLDs and functionals, wav2vec 2.0) and their cache."""
 
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
+from msir_keras.presets import BRANCH_INPUT, VECTOR_INPUTS
 from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
 from msir_keras.features.logmel import LogMel, LogMelConfig
 from msir_keras.features.schedule import ExtractionSummary, parse_shard
@@ -54,7 +55,9 @@ def baseline_extractor(name):
     return Functionals(BASELINE_FEATURES[name])
 
 
-# Every feature `msir extract --features` can compute: the model's inputs, then the baselines' functionals.
+# The model's sequence inputs (MSIR's branches without the functionals), and every feature
+# `msir extract --features` can compute: those, then the baselines' functionals.
+INPUTS = tuple(name for name in BRANCH_INPUT.values() if name not in VECTOR_INPUTS)
 FEATURES = (*INPUTS, *BASELINE_FEATURES)
 
 
