@@ -213,6 +213,26 @@ def class_weights(config, labels, num_classes):
     return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}
 
 
+def check_backend(config):
+    """Refuses, before any work, what this Keras backend and these packages cannot run: ConfigError.
+
+    `--strategy mirrored` needs TensorFlow or JAX as the backend (`make_strategy`);
+    `--tensorboard` writes through tf.summary, so it needs the tensorflow package
+    installed, whatever the backend.
+    """
+    import importlib.util
+
+    import keras
+
+    backend = keras.backend.backend()
+    if config.strategy == "mirrored" and backend not in ("tensorflow", "jax"):
+        raise ConfigError(f"--strategy mirrored runs under TensorFlow or JAX; Keras runs on {backend} here "
+                          "(KERAS_BACKEND): set KERAS_BACKEND=jax or use --strategy default")
+    if config.tensorboard and importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError("--tensorboard writes its logs with TensorFlow (tf.summary), which is not installed "
+                          "here: pip install tensorflow, or leave --tensorboard out")
+
+
 def make_strategy(name):
     """Data parallelism over the local devices by name: None for "default"; for "mirrored",
     `tf.distribute.MirroredStrategy` under TensorFlow, `keras.distribution.DataParallel` under JAX.

@@ -30,6 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from msir_keras import engine
 from msir_keras.config import ExperimentConfig
 from msir_keras.corpora import FOUR_CLASSES, load_corpus, make_folds
 from msir_keras.corpora.base import canonical_label
@@ -189,6 +190,8 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
         The metrics dict written to `out/metrics.json`.
     """
     check_run_folder(config, out, overwrite)
+    if config.model in ("msir", "fusion"):
+        engine.check_backend(config)
     staging = staging_folder(out)
     saved = os.path.join(staging, "config.json")
     if os.path.exists(saved) and ExperimentConfig.load(saved).to_dict() != config.to_dict():
@@ -257,6 +260,7 @@ def run_search(config, out, log=print):
     from msir_keras.tuning import cluster_role
 
     role = cluster_role()
+    engine.check_backend(config)
     table, data, folds, _ = prepare(config, log)
     os.makedirs(out, exist_ok=True)
     if role != "worker":

@@ -105,3 +105,18 @@ def test_train_and_predict_under(backend, tmp_path, emodb_manifest, emodb_store,
     ours = Detector(str(run)).predict([sample_wav]).filter(like="p_").to_numpy(float)
     assert theirs.shape == (1, 4)
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
+
+
+def test_what_a_backend_cannot_run_is_refused_before_any_work(tmp_path, emodb_manifest):
+    """`msir train` under PyTorch with --strategy mirrored, or without TensorFlow with --tensorboard: a
+    one-line error, exit 2, and no run folder."""
+    base = [sys.executable, "-m", "msir_keras.cli", "train", "--corpus", "manifest", "--root", emodb_manifest,
+            "--wav2vec2", "off", "--preset", "tiny", "--store", str(tmp_path / "store")]
+    for backend, flags, reason in (("torch", ["--strategy", "mirrored"], "--strategy mirrored runs under"),
+                                   ("jax", ["--tensorboard"], "--tensorboard writes its logs with TensorFlow")):
+        out = tmp_path / backend
+        result = subprocess.run([*base, *flags, "--out", str(out)], env=_environment(backend),
+                                capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not out.exists() and not (tmp_path / "store").exists()

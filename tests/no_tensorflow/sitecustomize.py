@@ -1,20 +1,20 @@
-"""Makes `import tensorflow` fail, as on a machine without it (tests of the JAX and PyTorch backends)."""
-import importlib.abc
+"""Hides TensorFlow, as on a machine without it (tests of the JAX and PyTorch backends).
+
+The path finder skips `tensorflow`, so `import tensorflow` raises
+ModuleNotFoundError and `importlib.util.find_spec("tensorflow")` is None,
+exactly as where it was never installed.
+"""
 import importlib.machinery
 import sys
 
 
-class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
+class _PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
-            return importlib.machinery.ModuleSpec(name, self)
-        return None
-
-    def create_module(self, spec):
-        raise ImportError(f"No module named {spec.name!r} (hidden)")
-
-    def exec_module(self, module):
-        raise ImportError("hidden")
+            return None
+        return super().find_spec(name, path, target)
 
 
-sys.meta_path.insert(0, _NoTensorFlow())
+sys.meta_path[:] = [_PathFinderWithoutTensorFlow if finder is importlib.machinery.PathFinder else finder
+                    for finder in sys.meta_path]
