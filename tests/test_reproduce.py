@@ -15,7 +15,8 @@ from msir_keras.cli import main
 from msir_keras.config import PAPER_ZETA, ExperimentConfig
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features.base import ConfigError
-from msir_keras.reproduce import ORDER, load_rows, ordering, plan, select_rows
+from msir_keras.paper_tables import ORDER, ordering
+from msir_keras.reproduce import load_rows, plan, select_rows
 
 # SPEC.md, "What the paper reports": Table 1, UAR / F1 (%).
 PAPER_TABLE1 = {
