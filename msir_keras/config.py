@@ -86,7 +86,7 @@ class ExperimentConfig:
         validation_by: "utterances" or "speakers" (whole training speakers).
         seed: int. store: str, the feature store's folder.
         max_folds: int or None. Run only the first `max_folds` folds of the
-            split (a quicker look; the README says which folds a figure used).
+            split (a quicker look; docs/results.md says which folds a figure used).
         tune: str or None. A keras-tuner search space (a name in
             `msir_keras.tuning.SPACES`, e.g. "paper-lr", or a JSON file):
             searched inside each fold on its validation part before training.

@@ -16,7 +16,7 @@ from msir_keras.training import target_labels, train_msir
 def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
     """The main job's model (`small`, log-Mels + LLDs) on one EmoDB fold, eight training speakers, three epochs.
 
-    The one test of learning on real audio; the five-fold main job's figures are in the README.
+    The one test of learning on real audio; the five-fold main job's figures are in docs/results.md.
     """
     config = ExperimentConfig(
         corpus="emodb", root=emodb_root, wav2vec2=None, store=emodb_store.root, epochs=3, patience=3,
