@@ -24,15 +24,19 @@ JAX_PAD_TO = 32
 def pad_batch(arrays, length=None):
     """Stacks (T_i, ...) arrays into (B, T, ...) float32, right-padded with zeros to `length` or the longest.
 
-    One (D,) vector per utterance (functionals) stacks into (B, D).
+    Keras's `pad_sequences` pads; it would also cut an utterance longer than
+    `length`, which a batch never does, so such a `length` is an error. One
+    (D,) vector per utterance (functionals) stacks into (B, D).
     """
     if arrays[0].ndim == 1:
         return np.stack(arrays).astype(np.float32, copy=False)
-    length = length or max(len(a) for a in arrays)
-    batch = np.zeros((len(arrays), length, *arrays[0].shape[1:]), dtype=np.float32)
-    for row, array in enumerate(arrays):
-        batch[row, : len(array)] = array  # a length shorter than an utterance fails here, never cuts silently
-    return batch
+    import keras
+
+    longest = max(len(a) for a in arrays)
+    if length is not None and length < longest:
+        raise ValueError(f"cannot pad utterances of up to {longest} frames to {length}: a batch never cuts one")
+    return keras.utils.pad_sequences(arrays, maxlen=longest if length is None else length, dtype="float32",
+                                     padding="post", truncating="post")
 
 
 def _dense_element(features, *label):

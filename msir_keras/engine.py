@@ -183,18 +183,17 @@ def _stop_on_nonfinite_loss():
     return StopOnNonFiniteLoss()
 
 
-def cosine_rate(base, epoch, epochs):
-    """The cosine schedule's learning rate at `epoch` (0-based) of `epochs`: base at 0, falling to 0."""
-    return 0.5 * base * (1.0 + math.cos(math.pi * epoch / epochs))
-
-
 def schedule_callbacks(config, epochs):
-    """The Keras callbacks of the config's `lr_schedule` (none for "constant")."""
+    """The Keras callbacks of the config's `lr_schedule` (none for "constant").
+
+    "cosine" is Keras's `CosineDecay` stepped once per epoch: the
+    configured rate at epoch 0, falling towards 0 at `epochs`.
+    """
     import keras
 
     if config.lr_schedule == "cosine":
-        return [keras.callbacks.LearningRateScheduler(
-            lambda epoch, rate: cosine_rate(config.learning_rate, epoch, epochs))]
+        cosine = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=epochs)
+        return [keras.callbacks.LearningRateScheduler(lambda epoch, rate: float(cosine(epoch)))]
     if config.lr_schedule == "plateau":
         return [keras.callbacks.ReduceLROnPlateau(monitor="val_uar", mode="max", factor=0.5,
                                                   patience=max(1, config.patience // 2),
@@ -203,14 +202,17 @@ def schedule_callbacks(config, epochs):
 
 
 def class_weights(config, labels, num_classes):
-    """{class id: weight} for Keras's `class_weight` ("balanced": N / (C x count)), or None."""
+    """{class id: weight} for Keras's `class_weight`: scikit-learn's "balanced" (N / (C x count)), or None."""
     if config.class_weights == "none":
         return None
+    from sklearn.utils.class_weight import compute_class_weight
+
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes)
     missing = [c for c in range(num_classes) if counts[c] == 0]
     if missing:
         raise ConfigError(f"class_weights=balanced: the training part has no example of class(es) {missing}")
-    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes)}
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=np.asarray(labels, dtype=int))
+    return {c: float(weight) for c, weight in enumerate(weights)}
 
 
 def check_backend(config):

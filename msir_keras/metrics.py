@@ -1,9 +1,11 @@
 """The one metrics module: UAR, WA, F1, sensitivity, specificity, confusion matrices.
 
-Training, evaluation, the baselines, the table runner and the notebooks all
-call these functions, and `UnweightedAverageRecall` computes the same UAR
-as a streaming Keras metric (`val_uar` in the training logs) for early
-stopping, checkpoints, TensorBoard and keras-tuner.
+The figures are scikit-learn's (tests/oracles.py keeps hand-written numpy
+versions, only to check them against). Training, evaluation, the
+baselines, the table runner and the notebooks all call these functions,
+and `UnweightedAverageRecall` computes the same UAR as a streaming Keras
+metric (`val_uar` in the training logs) for early stopping, checkpoints,
+TensorBoard and keras-tuner.
 """
 
 from __future__ import annotations
@@ -13,61 +15,69 @@ import numpy as np
 from keras import ops
 
 
+def _sklearn():
+    """scikit-learn's metrics, imported on first use (a second and more): loading a model needs none."""
+    from sklearn import metrics
+
+    return metrics
+
+
+def _check_ids(y, num_classes, what):
+    y = np.asarray(y)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what} must be class ids in [0, {num_classes - 1}], got {y.min()} .. {y.max()}")
+
+
 def confusion_matrix(y_true, y_pred, num_classes):
-    """Counts, rows the true class, columns the predicted one."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
-    return matrix
-
-
-def recalls(matrix):
-    """Per-class recall; NaN for a class with no example."""
-    support = matrix.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.diag(matrix) / support
+    """Counts, rows the true class, columns the predicted one: scikit-learn's, every class listed."""
+    # scikit-learn drops an id outside `labels` without a word: a count must not go missing.
+    _check_ids(y_true, num_classes, "y_true")
+    _check_ids(y_pred, num_classes, "y_pred")
+    return _sklearn().confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
 def uar(y_true, y_pred, num_classes=None):
-    """Unweighted average recall: the mean of per-class recalls over present classes.
+    """Unweighted average recall: the mean of per-class recalls over the classes in `y_true`.
 
-    Equal to scikit-learn's `balanced_accuracy_score`.
+    scikit-learn's `recall_score(average="macro")` over those classes (so
+    equal to its `balanced_accuracy_score`): a class with no example, as a
+    test speaker without it, is left out of the mean, not counted as 0.
+    `num_classes`, where given, checks the ids.
     """
-    num_classes = num_classes or int(max(np.max(y_true), np.max(y_pred))) + 1
-    return float(np.nanmean(recalls(confusion_matrix(y_true, y_pred, num_classes))))
+    if num_classes is not None:
+        _check_ids(y_true, num_classes, "y_true")
+        _check_ids(y_pred, num_classes, "y_pred")
+    return float(_sklearn().recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro"))
 
 
 def wa(y_true, y_pred):
     """Weighted accuracy: the plain accuracy."""
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-
-
-def f1_scores(matrix):
-    """Per-class F1 from a confusion matrix (0 where precision and recall are both 0)."""
-    true_positive = np.diag(matrix).astype(float)
-    predicted = matrix.sum(axis=0)
-    actual = matrix.sum(axis=1)
-    denominator = predicted + actual
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * true_positive / denominator, 0.0)
+    return float(_sklearn().accuracy_score(y_true, y_pred))
 
 
 def macro_f1(y_true, y_pred, num_classes=None):
-    """Unweighted mean of per-class F1 over the classes that occur (as scikit-learn's average='macro')."""
-    num_classes = num_classes or int(max(np.max(y_true), np.max(y_pred))) + 1
-    matrix = confusion_matrix(y_true, y_pred, num_classes)
-    present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
-    return float(np.mean(f1_scores(matrix)[present]))
+    """scikit-learn's macro F1: the mean of per-class F1 over the classes in the truth or the predictions."""
+    if num_classes is not None:
+        _check_ids(y_true, num_classes, "y_true")
+        _check_ids(y_pred, num_classes, "y_pred")
+    return float(_sklearn().f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def one_vs_rest(matrix, positive):
-    """(sensitivity, specificity) of class `positive` against the others."""
-    true_positive = matrix[positive, positive]
-    actual_positive = matrix[positive].sum()
-    true_negative = matrix.sum() - actual_positive - matrix[:, positive].sum() + true_positive
-    actual_negative = matrix.sum() - actual_positive
-    sensitivity = true_positive / actual_positive if actual_positive else float("nan")
-    specificity = true_negative / actual_negative if actual_negative else float("nan")
-    return float(sensitivity), float(specificity)
+def one_vs_rest(y_true, y_pred, num_classes):
+    """(sensitivity, specificity), each (num_classes,), of every class against the others.
+
+    From scikit-learn's `multilabel_confusion_matrix`; NaN for a class with
+    no positive (sensitivity) or no negative (specificity) example.
+    """
+    matrices = _sklearn().multilabel_confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    (true_negative, false_positive), (false_negative, true_positive) = matrices.transpose(1, 2, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (true_positive / (true_positive + false_negative),
+                true_negative / (true_negative + false_positive))
+
+
+def _f1_per_class(y_true, y_pred, num_classes):
+    return _sklearn().f1_score(y_true, y_pred, labels=np.arange(num_classes), average=None, zero_division=0)
 
 
 def classification_report(y_true, y_pred, class_names):
@@ -78,24 +88,25 @@ def classification_report(y_true, y_pred, class_names):
     class with no example (a corpus without it) is listed in `absent`, and
     UAR and macro-F1 are means over the classes that occur.
     """
-    matrix = confusion_matrix(y_true, y_pred, len(class_names))
-    f1 = f1_scores(matrix)
+    num_classes = len(class_names)
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    f1 = _f1_per_class(y_true, y_pred, num_classes)
+    sensitivity, specificity = one_vs_rest(y_true, y_pred, num_classes)
     per_class, absent = {}, []
     for index, name in enumerate(class_names):
         if matrix[index].sum() == 0:
             absent.append(name)
             continue
-        sensitivity, specificity = one_vs_rest(matrix, index)
         per_class[name] = {
-            "sensitivity": sensitivity,
-            "specificity": specificity,
+            "sensitivity": float(sensitivity[index]),
+            "specificity": float(specificity[index]),
             "f1": float(f1[index]),
             "support": int(matrix[index].sum()),
         }
     return {
-        "uar": uar(y_true, y_pred, len(class_names)),
+        "uar": uar(y_true, y_pred),
         "wa": wa(y_true, y_pred),
-        "macro_f1": macro_f1(y_true, y_pred, len(class_names)),
+        "macro_f1": macro_f1(y_true, y_pred),
         "per_class": per_class,
         "absent": absent,
         "confusion": matrix.tolist(),
@@ -107,12 +118,12 @@ def detection_report(y_true, y_pred):
     """Binary detection figures: sensitivity (TPR), specificity (TNR), their mean
     (the binary UAR), F1 of the positive class, accuracy, the 2x2 confusion."""
     matrix = confusion_matrix(y_true, y_pred, 2)
-    sensitivity, specificity = one_vs_rest(matrix, 1)
+    sensitivity, specificity = (float(v[1]) for v in one_vs_rest(y_true, y_pred, 2))
     return {
         "sensitivity": sensitivity,
         "specificity": specificity,
         "uar": float(np.nanmean([sensitivity, specificity])),
-        "f1": float(f1_scores(matrix)[1]),
+        "f1": float(_f1_per_class(y_true, y_pred, 2)[1]),
         "wa": wa(y_true, y_pred),
         "confusion": matrix.tolist(),
         "class_names": ["negative", "positive"],

@@ -15,21 +15,23 @@ def _pyplot():
 
 
 def draw_confusion(axes, matrix, class_names):
-    """Draws a confusion matrix on `axes`: each cell its recall (row share) and its count. Returns the image."""
+    """Draws a confusion matrix on `axes` with scikit-learn's `ConfusionMatrixDisplay`: each cell its recall
+    (row share) and its count. Returns the image."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     matrix = np.asarray(matrix)
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(class_names)):
-        for j in range(len(class_names)):
-            colour = "white" if shares[i, j] > 0.55 else "black"
-            axes.text(j, i, f"{shares[i, j]:.1%}\n({matrix[i, j]})", ha="center", va="center",
-                      color=colour, fontsize=9)
+    display = ConfusionMatrixDisplay(shares, display_labels=list(class_names)).plot(
+        ax=axes, cmap="Blues", colorbar=False, im_kw={"vmin": 0, "vmax": 1}, text_kw={"fontsize": 9})
+    for (i, j), text in np.ndenumerate(display.text_):
+        text.set_text(f"{shares[i, j]:.1%}\n({matrix[i, j]})")
+        # scikit-learn picks the text colour against the data's range; the colour scale is fixed at 0..1.
+        text.set_color("white" if shares[i, j] > 0.55 else "black")
     axes.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    axes.set_yticks(range(len(class_names)), class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    return image
+    return display.im_
 
 
 def plot_confusion(matrix, class_names, path, title=""):

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+import oracles
+
 from msir_keras.data import FeatureSet, pad_batch
 from msir_keras.features import branch_extractors
 
@@ -32,11 +34,33 @@ def test_normalization_is_fitted_on_the_given_part_only(emodb, emodb_store):
     assert not np.allclose(everything["lld"][0], statistics["lld"][0])
 
 
-def test_batches_are_padded_right_with_zeros():
-    batch = pad_batch([np.ones((3, 2)), 2 * np.ones((5, 2))])
-    assert batch.shape == (2, 5, 2)
-    np.testing.assert_array_equal(batch[0, 3:], 0)
-    np.testing.assert_array_equal(batch[1], 2)
+def test_batches_are_padded_right_with_zeros_as_the_numpy_oracle(emodb):
+    """Utterances of EmoDB's lengths (10 ms frames) padded by Keras's pad_sequences: to the longest, to JAX's
+    multiple of 32 frames, never cut; log-Mel planes and float64 input alike."""
+    import soundfile
+
+    from msir_keras.data import JAX_PAD_TO
+
+    paths = emodb.utterances["path"].tolist()[:12]
+    frames = [int(soundfile.info(p).duration * 100) for p in paths]
+    logmel = [RNG.normal(size=(n, 40, 2)).astype("float32") for n in frames]
+    lld = [RNG.normal(size=(n, 195)) for n in frames]  # float64: cast
+    for arrays in (logmel, lld):
+        batch = pad_batch(arrays)
+        assert batch.dtype == np.float32 and batch.shape[:2] == (12, max(frames))
+        np.testing.assert_array_equal(batch, oracles.pad_batch(arrays))
+        rounded = -(-max(frames) // JAX_PAD_TO) * JAX_PAD_TO
+        np.testing.assert_array_equal(pad_batch(arrays, rounded), oracles.pad_batch(arrays, rounded))
+        with pytest.raises(ValueError, match="never cuts"):
+            pad_batch(arrays, max(frames) - 1)
+    padded = FeatureSet({"lld": lld}, np.zeros(12, int)).batches(4, shuffle=False, pad_to=JAX_PAD_TO)
+    for index in range(len(padded)):
+        rows = padded.batches[index]
+        batch = padded[index][0]["lld"]
+        assert batch.shape[1] % JAX_PAD_TO == 0
+        np.testing.assert_array_equal(batch, oracles.pad_batch([lld[i] for i in rows], batch.shape[1]))
+    functionals = [RNG.normal(size=88) for _ in range(3)]
+    np.testing.assert_array_equal(pad_batch(functionals), np.stack(functionals).astype("float32"))
 
 
 def _batches(dataset):

@@ -3,13 +3,14 @@ import numpy as np
 from keras.ops import convert_to_numpy as to_numpy  # any backend's tensors (torch's carry gradients)
 import pytest
 
-from keras_objects import run_layer_test, run_loss_test, run_metric_test
+from keras_objects import registered_classes, run_layer_test, run_loss_test, run_metric_test
 
 from msir_keras.augment import FeatureMasks
 from msir_keras.layers import (
     AttentionPooling,
     BiLSTM,
     FrameLengths,
+    FunctionalsClassifier,
     MaskFrames,
     MaskFromLengths,
     PooledLengths,
@@ -18,6 +19,7 @@ from msir_keras.layers import (
 )
 from msir_keras.losses import FocalLoss
 from msir_keras.metrics import UnweightedAverageRecall
+from msir_keras.model import LateFusion, MSIR, MSIREnsemble
 
 RNG = np.random.default_rng(2)
 
@@ -144,14 +146,50 @@ LAYER_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LAYER_CASES))
-def test_every_registered_layer_passes_the_layer_test(name, tmp_path):
-    case = LAYER_CASES[name]
-    output = run_layer_test(**case, tmp_path=tmp_path)
-    if name == "Standardize":
-        np.testing.assert_allclose(output, (X - 0.5) / 2.0, rtol=1e-6)
-    if name == "FeatureMasks":  # outside training it changes nothing
-        np.testing.assert_array_equal(output, X)
+def _classifier_weights(layer):
+    """Fitted-looking FunctionalsClassifier weights: means, positive scales, coefficients, biases."""
+    rng = np.random.default_rng(5)
+    mean, scale, kernel, bias = (rng.normal(size=w.shape).astype("float32") for w in layer.weights)
+    layer.set_weights([mean, np.abs(scale) + 0.5, kernel, bias])
+
+
+EGEMAPS = RNG.normal(size=(3, 7)).astype("float32")
+LAYER_CASES["FunctionalsClassifier"] = dict(
+    layer_cls=FunctionalsClassifier, init_kwargs={"inputs_names": ["a", "b"], "input_sizes": [3, 4], "num_classes": 4},
+    args=([EGEMAPS[:, :3], EGEMAPS[:, 3:]],), expected_output_shape=(3, 4), expected_non_trainable_weights=4,
+    train=False, prepare=_classifier_weights)
+
+# Models: tiny presets on small features, each input as a batch of three utterances (lengths 6, 4, 1).
+FEATURES = {"logmel": _padded(shape=(8, 2))[0], "lld": X, "w2v": _padded(shape=(6,))[0], "egemaps": EGEMAPS}
+
+
+def _tiny(name="msir", branches=("lld",), **options):
+    """MSIR.from_preset("tiny") on FEATURES' shapes, its z-scores set (non-trivial statistics)."""
+    model = MSIR.from_preset("tiny", branches=branches, logmel_shape=(8, 2), lld_dim=5, w2v_dim=6, functionals_dim=7,
+                             class_names=list("ahns"), name=name, **options)
+    frame = {name: x.shape[2:] if x.ndim > 2 else x.shape[1:] for name, x in FEATURES.items()}
+    model.set_normalization({name: (np.full(frame[name], 0.5, "float32"), np.full(frame[name], 2.0, "float32"))
+                             for name in model.feature_inputs})
+    return model
+
+
+def _fusion():
+    classifier = FunctionalsClassifier(["egemaps"], [7], 4)
+    _classifier_weights(classifier)
+    return LateFusion(_tiny(), classifier, 0.3, functionals_config={})
+
+
+MODEL_CASES = {  # callables: a model is built when its case runs
+    "MSIR": lambda: dict(layer=_tiny(branches=("cr", "lld", "w2v", "func"), time_masks=1, feature_masks=1),
+                         args=(FEATURES,), expected_output_shape=(3, 4), expected_trainable_weights=37,
+                         expected_non_trainable_weights=12,
+                         untrained=("conv1/bias", "conv2/bias")),  # batch norm takes out a bias before it
+    "MSIREnsemble": lambda: dict(layer=MSIREnsemble([_tiny("m1"), _tiny("m2")]), args=({"lld": X},),
+                                 expected_output_shape=(3, 4), expected_trainable_weights=22,
+                                 expected_non_trainable_weights=4),
+    "LateFusion": lambda: dict(layer=_fusion(), args=({"lld": X, "egemaps": EGEMAPS},), expected_output_shape=(3, 4),
+                               expected_trainable_weights=11, expected_non_trainable_weights=6),
+}
 
 
 def _probabilities(n=8, classes=4, seed=4):
@@ -159,14 +197,14 @@ def _probabilities(n=8, classes=4, seed=4):
     return (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
 
 
-def test_focal_loss_passes_the_loss_test(tmp_path):
+def _focal_loss_case(tmp_path):
     labels, probabilities = np.array([0, 1, 2, 3, 0, 1, 2, 3]), _probabilities()
     p = probabilities[np.arange(8), labels]
     reference = float(np.mean(-0.25 * (1 - p) ** 2 * np.log(p)))  # paper eq. 7
     run_loss_test(FocalLoss(zeta=0.25, theta=2.0), labels, probabilities, reference, tmp_path)
 
 
-def test_unweighted_average_recall_passes_the_metric_test(tmp_path):
+def _unweighted_average_recall_case(tmp_path):
     from sklearn.metrics import balanced_accuracy_score
 
     labels, probabilities = np.array([0, 1, 2, 3, 0, 1, 2, 2]), _probabilities()
@@ -174,15 +212,34 @@ def test_unweighted_average_recall_passes_the_metric_test(tmp_path):
     run_metric_test(UnweightedAverageRecall(4), labels, probabilities, expected, tmp_path)
 
 
-def test_no_registered_object_escapes_its_test():
-    """A new registered class must join a case above (models: tests/test_model.py, test_recipe.py)."""
-    import msir_keras.model  # noqa: F401  (registers everything a saved model names)
+OTHER_CASES = {"FocalLoss": _focal_loss_case, "UnweightedAverageRecall": _unweighted_average_recall_case}
+CASES = sorted({*LAYER_CASES, *MODEL_CASES, *OTHER_CASES})
 
-    registered = {key.split(">", 1)[1] for key in keras.saving.get_custom_objects() if key.startswith("msir_keras>")}
-    # FunctionalsClassifier and LateFusion: tests/test_fusion.py.
-    tested = set(LAYER_CASES) | {"FocalLoss", "UnweightedAverageRecall", "MSIR", "MSIREnsemble",
-                                 "FunctionalsClassifier", "LateFusion"}
-    assert registered == tested
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_registered_object_passes_its_test(name, tmp_path):
+    # Seeded: a tiny model's ReLUs can all be off for three utterances (no gradient) with some weights.
+    keras.utils.set_random_seed(0)
+    registered = keras.saving.get_registered_object(f"msir_keras>{name}")
+    if name in OTHER_CASES:
+        return OTHER_CASES[name](tmp_path)
+    case = LAYER_CASES[name] if name in LAYER_CASES else MODEL_CASES[name]()
+    assert case.get("layer_cls", type(case.get("layer"))) is registered, f"the case {name} tests another class"
+    output = run_layer_test(**case, tmp_path=tmp_path)
+    if name == "Standardize":
+        np.testing.assert_allclose(output, (X - 0.5) / 2.0, rtol=1e-6)
+    if name == "FeatureMasks":  # outside training it changes nothing
+        np.testing.assert_array_equal(output, X)
+    if name in MODEL_CASES:
+        np.testing.assert_allclose(output.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_no_registered_class_escapes_its_test():
+    """Every class registered under msir_keras, in any of its modules, has a case above: a new one must add it."""
+    registered = registered_classes()
+    missing = sorted(set(registered) - set(CASES))
+    assert not missing, f"registered under msir_keras without a case in tests/test_layers.py: {missing}"
+    assert sorted(set(CASES) - set(registered)) == [], "a case for a class no longer registered"
 
 
 def test_padding_fill_is_finite_in_float16_whatever_names_the_dtype():
