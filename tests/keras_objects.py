@@ -37,7 +37,8 @@ def registered_classes(package="msir_keras"):
     """{name: class} of everything registered under `package`, after importing each of its modules."""
     root = importlib.import_module(package)
     for module in pkgutil.walk_packages(root.__path__, f"{package}."):
-        importlib.import_module(module.name)
+        if not module.name.endswith(".__main__"):  # `python -m` entry points run when imported
+            importlib.import_module(module.name)
     prefix = f"{package}>"
     return {key[len(prefix):]: value for key, value in keras.saving.get_custom_objects().items()
             if key.startswith(prefix)}

@@ -19,7 +19,10 @@ from msir_keras.layers import (
 )
 from msir_keras.losses import FocalLoss
 from msir_keras.metrics import UnweightedAverageRecall
+from msir_keras.backbone import MSIRBackbone
 from msir_keras.model import LateFusion, MSIR, MSIREnsemble
+from msir_keras.preprocessor import MSIRPreprocessor
+from msir_keras.presets import PRESETS
 
 RNG = np.random.default_rng(2)
 
@@ -173,6 +176,11 @@ def _tiny(name="msir", branches=("lld",), **options):
     return model
 
 
+# The tiny preset's backbone on FEATURES' shapes: cr (8 = 2 x 4 units) and lld (4) branches.
+BACKBONE = {**{k: v for k, v in PRESETS["tiny"].items() if k != "dense_units"}, "logmel_shape": (8, 2), "lld_dim": 5}
+BACKBONE_WEIGHTS = 24
+
+
 def _fusion():
     classifier = FunctionalsClassifier(["egemaps"], [7], 4)
     _classifier_weights(classifier)
@@ -187,6 +195,10 @@ MODEL_CASES = {  # callables: a model is built when its case runs
     "MSIREnsemble": lambda: dict(layer=MSIREnsemble([_tiny("m1"), _tiny("m2")]), args=({"lld": X},),
                                  expected_output_shape=(3, 4), expected_trainable_weights=22,
                                  expected_non_trainable_weights=4),
+    "MSIRBackbone": lambda: dict(layer=MSIRBackbone(**{**BACKBONE, "branches": ("cr", "lld")}),
+                                 args=({"logmel": FEATURES["logmel"], "lld": X},), expected_output_shape=(3, 12),
+                                 expected_trainable_weights=BACKBONE_WEIGHTS, expected_non_trainable_weights=4,
+                                 untrained=("conv1/bias", "conv2/bias")),
     "LateFusion": lambda: dict(layer=_fusion(), args=({"lld": X, "egemaps": EGEMAPS},), expected_output_shape=(3, 4),
                                expected_trainable_weights=11, expected_non_trainable_weights=6),
 }
@@ -212,7 +224,23 @@ def _unweighted_average_recall_case(tmp_path):
     run_metric_test(UnweightedAverageRecall(4), labels, probabilities, expected, tmp_path)
 
 
-OTHER_CASES = {"FocalLoss": _focal_loss_case, "UnweightedAverageRecall": _unweighted_average_recall_case}
+def _preprocessor_case(tmp_path):
+    """z-scores with the set statistics, padded frames zero again, vectors z-scored whole; config round trip."""
+    layer = MSIRPreprocessor({"lld": (5,), "egemaps": (7,)}, feature_config={"lld": {"extractor": "lld"}})
+    assert MSIRPreprocessor.from_config(layer.get_config()).get_config() == layer.get_config()
+    layer.build()
+    layer.set_normalization({"lld": (np.full(5, 0.5), np.full(5, 2.0)), "egemaps": (np.full(7, -1.0), np.full(7, 4.0))})
+    output = {name: to_numpy(x) for name, x in layer({"lld": X, "egemaps": EGEMAPS}).items()}
+    valid = np.arange(6)[None, :, None] < LENGTHS[:, None, None]
+    np.testing.assert_allclose(output["lld"], np.where(valid, (X - 0.5) / 2.0, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(output["egemaps"], (EGEMAPS + 1.0) / 4.0, rtol=1e-6)
+    assert len(layer.non_trainable_weights) == 4 and not layer.trainable_weights
+    symbolic = layer({"lld": keras.Input((None, 5)), "egemaps": keras.Input((7,))})
+    assert tuple(symbolic["lld"].shape) == (None, None, 5) and symbolic["egemaps"].dtype == "float32"
+
+
+OTHER_CASES = {"FocalLoss": _focal_loss_case, "UnweightedAverageRecall": _unweighted_average_recall_case,
+               "MSIRPreprocessor": _preprocessor_case}
 CASES = sorted({*LAYER_CASES, *MODEL_CASES, *OTHER_CASES})
 
 
@@ -230,7 +258,7 @@ def test_every_registered_object_passes_its_test(name, tmp_path):
         np.testing.assert_allclose(output, (X - 0.5) / 2.0, rtol=1e-6)
     if name == "FeatureMasks":  # outside training it changes nothing
         np.testing.assert_array_equal(output, X)
-    if name in MODEL_CASES:
+    if name in MODEL_CASES and name != "MSIRBackbone":  # a task model's softmax; the backbone's fused vector
         np.testing.assert_allclose(output.sum(-1), 1.0, rtol=1e-5)
 
 
