@@ -10,6 +10,7 @@ from msir_keras.branches import cr_branch, functionals_branch, lld_branch, wav2v
 from msir_keras.features.base import ConfigError
 from msir_keras.layers import FrameLengths
 from msir_keras.presets import ALL_BRANCHES, BRANCH_INPUT, BRANCHES, PAPER, VECTOR_INPUTS
+from msir_keras.weighted_sum import WeightedLayerSum
 
 
 def checked_branches(branches):
@@ -21,9 +22,13 @@ def checked_branches(branches):
     return tuple(b for b in ALL_BRANCHES if b in branches)
 
 
-def input_shapes(branches, logmel_shape, lld_dim, w2v_dim, functionals_dim):
-    """{input name: the shape of one frame, or (D,) for a vector input} of `branches`, in branch order."""
-    shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": (w2v_dim,), "egemaps": (functionals_dim,)}
+def input_shapes(branches, logmel_shape, lld_dim, w2v_dim, functionals_dim, w2v_layers=None):
+    """{input name: the shape of one frame, or (D,) for a vector input} of `branches`, in branch order.
+
+    With `w2v_layers`, a `w2v` frame holds every hidden state of the upstream: (w2v_layers, w2v_dim).
+    """
+    w2v = (w2v_layers, w2v_dim) if w2v_layers else (w2v_dim,)
+    shapes = {"logmel": tuple(logmel_shape), "lld": (lld_dim,), "w2v": w2v, "egemaps": (functionals_dim,)}
     return {BRANCH_INPUT[b]: shapes[BRANCH_INPUT[b]] for b in branches}
 
 
@@ -56,6 +61,9 @@ class MSIRBackbone(keras.Model):
             with eGeMAPS functionals, not in the paper.
         logmel_shape: (int, int). Mel filters and planes (static, deltas).
         lld_dim, w2v_dim, functionals_dim: int. Feature dimensions.
+        w2v_layers: int or None. With an int L, the `w2v` input is
+            (B, T, L, w2v_dim), every hidden state of the upstream, and a
+            `WeightedLayerSum` learns their mix (SUPERB); None: (B, T, w2v_dim).
         conv_filters: tuple of int. CR branch convolutions (eq. 1).
         conv_kernel: (int, int), time x frequency. pool_size: int, the one
             max-pooling, after conv 1.
@@ -87,6 +95,7 @@ class MSIRBackbone(keras.Model):
         lld_dim=PAPER["lld_dim"],
         w2v_dim=PAPER["w2v_dim"],
         functionals_dim=PAPER["functionals_dim"],
+        w2v_layers=PAPER["w2v_layers"],
         conv_filters=PAPER["conv_filters"],
         conv_kernel=PAPER["conv_kernel"],
         pool_size=PAPER["pool_size"],
@@ -108,7 +117,7 @@ class MSIRBackbone(keras.Model):
         **kwargs,
     ):
         branches = checked_branches(branches)
-        shapes = input_shapes(branches, logmel_shape, lld_dim, w2v_dim, functionals_dim)
+        shapes = input_shapes(branches, logmel_shape, lld_dim, w2v_dim, functionals_dim, w2v_layers)
 
         # === Layers ===
         builders = {
@@ -134,6 +143,8 @@ class MSIRBackbone(keras.Model):
             # The preprocessor zeroes the padded frames, so the lengths read from them are the raw features'.
             lengths = FrameLengths(name=f"{name}_lengths", dtype="float32")(inputs[name])
             x = inputs[name]
+            if name == "w2v" and w2v_layers:  # SUPERB's learned weighted sum of the hidden states
+                x = WeightedLayerSum(w2v_layers, name="w2v_layer_sum", dtype=dtype)(x)
             if time_masks or feature_masks:
                 x = FeatureMasks(time_masks, time_mask_width, feature_masks, feature_mask_width,
                                  name=f"{name}_feature_masks", dtype=dtype)(x, lengths)
@@ -149,6 +160,7 @@ class MSIRBackbone(keras.Model):
         self.lld_dim = lld_dim
         self.w2v_dim = w2v_dim
         self.functionals_dim = functionals_dim
+        self.w2v_layers = w2v_layers
         self.conv_filters = tuple(conv_filters)
         self.conv_kernel = tuple(conv_kernel)
         self.pool_size = pool_size
@@ -172,6 +184,12 @@ class MSIRBackbone(keras.Model):
         """The length of the fused vector: the sum of the branches' output sizes."""
         return int(self.outputs[0].shape[-1] if isinstance(self.outputs, list) else self.outputs.shape[-1])
 
+    def layer_weights(self):
+        """The learned weights of the upstream's hidden states, (L,) numpy; None without `w2v_layers`."""
+        if not self.w2v_layers or "w2v" not in self.branches:
+            return None
+        return self.get_layer("w2v_layer_sum").layer_weights()
+
     @property
     def feature_inputs(self):
         """The names of the inputs this backbone takes, in branch order."""
@@ -179,7 +197,8 @@ class MSIRBackbone(keras.Model):
 
     def input_shapes(self):
         """{input name: the shape of one frame, or (D,) for a vector input}."""
-        return input_shapes(self.branches, self.logmel_shape, self.lld_dim, self.w2v_dim, self.functionals_dim)
+        return input_shapes(self.branches, self.logmel_shape, self.lld_dim, self.w2v_dim, self.functionals_dim,
+                            self.w2v_layers)
 
     def get_config(self):
         config = super().get_config()
@@ -189,6 +208,7 @@ class MSIRBackbone(keras.Model):
             "lld_dim": self.lld_dim,
             "w2v_dim": self.w2v_dim,
             "functionals_dim": self.functionals_dim,
+            "w2v_layers": self.w2v_layers,
             "conv_filters": list(self.conv_filters),
             "conv_kernel": list(self.conv_kernel),
             "pool_size": self.pool_size,

@@ -42,7 +42,9 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
     options = {**config.model_options, **overrides}
     for name, shape in input_shapes.items():
         shape = tuple(shape)
-        if name not in VECTOR_INPUTS:  # a vector input (functionals) has its set's fixed size
+        if name == "w2v" and len(shape) == 2:  # every hidden state of the upstream: (layers, size)
+            options["w2v_layers"], options["w2v_dim"] = shape
+        elif name not in VECTOR_INPUTS:  # a vector input (functionals) has its set's fixed size
             options[INPUT_SIZE[name]] = shape if name == "logmel" else shape[0]
     if replicas() > 1:
         options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas

@@ -138,7 +138,7 @@ class MSIR(keras.Model):
         body = {key: value for key, value in arguments.items() if key != "dense_units"}
         body["branches"] = checked_branches(body.get("branches", BRANCHES))
         shapes = input_shapes(body["branches"], body["logmel_shape"], body["lld_dim"], body["w2v_dim"],
-                              body["functionals_dim"])
+                              body["functionals_dim"], body["w2v_layers"])
         backbone = MSIRBackbone(**body, dtype=dtype, name=f"{name}_backbone" if name else None)
         preprocessor = MSIRPreprocessor(shapes, feature_config)
         kwargs = {"name": name} if name else {}

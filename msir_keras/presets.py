@@ -26,6 +26,9 @@ PAPER = dict(
     lld_dim=195,
     w2v_dim=768,
     functionals_dim=88,
+    # The upstream's hidden states stacked per frame, for a learned weighted sum of them
+    # (`WeightedLayerSum`; `--upstream-layer all`); None: one hidden state, the paper's.
+    w2v_layers=None,
     # The convolutional recurrent branch (eqs. 1-3).
     conv_filters=(128, 256, 256, 256, 256, 256),
     conv_kernel=(5, 3),

@@ -22,6 +22,7 @@ from msir_keras.metrics import UnweightedAverageRecall
 from msir_keras.backbone import MSIRBackbone
 from msir_keras.model import LateFusion, MSIR, MSIREnsemble
 from msir_keras.preprocessor import MSIRPreprocessor
+from msir_keras.weighted_sum import WeightedLayerSum
 from msir_keras.presets import PRESETS
 
 RNG = np.random.default_rng(2)
@@ -149,6 +150,12 @@ LAYER_CASES = {
 }
 
 
+HIDDEN_STATES = RNG.normal(size=(3, 6, 3, 5)).astype("float32")  # (B, T, L, H): three hidden states
+LAYER_CASES["WeightedLayerSum"] = dict(layer_cls=WeightedLayerSum, init_kwargs={"num_layers": 3},
+                                       args=(HIDDEN_STATES,), expected_output_shape=(3, 6, 5),
+                                       expected_trainable_weights=1)
+
+
 def _classifier_weights(layer):
     """Fitted-looking FunctionalsClassifier weights: means, positive scales, coefficients, biases."""
     rng = np.random.default_rng(5)
@@ -256,6 +263,9 @@ def test_every_registered_object_passes_its_test(name, tmp_path):
     output = run_layer_test(**case, tmp_path=tmp_path)
     if name == "Standardize":
         np.testing.assert_allclose(output, (X - 0.5) / 2.0, rtol=1e-6)
+    if name == "WeightedLayerSum":  # equal weights before training: the mean of the hidden states
+        fresh = to_numpy(WeightedLayerSum(3)(HIDDEN_STATES))
+        np.testing.assert_allclose(fresh, HIDDEN_STATES.mean(axis=2), rtol=1e-5, atol=1e-6)
     if name == "FeatureMasks":  # outside training it changes nothing
         np.testing.assert_array_equal(output, X)
     if name in MODEL_CASES and name != "MSIRBackbone":  # a task model's softmax; the backbone's fused vector

@@ -138,3 +138,23 @@ def test_mixed_precision_keeps_raw_features_and_their_z_scores_in_float32():
     np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-3)
     assert model.preprocessor.compute_dtype == "float32"
     assert model.backbone.get_layer("lld_branch").get_layer("bilstm").compute_dtype == "float16"
+
+
+def test_every_hidden_state_with_a_learned_weighted_sum(tmp_path):
+    """`w2v_layers`: the w2v input holds every hidden state; the weights get gradients, train, save and load."""
+    from msir_keras.model import load_model
+
+    model = MSIR.from_preset("tiny", branches=("lld", "w2v"), lld_dim=4, w2v_dim=6, w2v_layers=3)
+    assert model.feature_shapes()["w2v"] == (3, 6) and model.new_inputs()["w2v"].shape == (None, None, 3, 6)
+    np.testing.assert_allclose(model.backbone.layer_weights(), np.full(3, 1 / 3))
+    x = {"lld": RNG.normal(size=(8, 7, 4)).astype("float32"), "w2v": RNG.normal(size=(8, 7, 3, 6)).astype("float32")}
+    x["w2v"][:, :, 2] *= 5.0  # the third hidden state carries the labels
+    labels = (x["w2v"][:, :, 2].mean(axis=(1, 2)) > 0).astype("int32")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(x, labels, epochs=5, batch_size=8, verbose=0)
+    weights = model.backbone.layer_weights()
+    assert abs(weights.sum() - 1) < 1e-6 and np.ptp(weights) > 1e-3  # trained away from equal
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(loaded.backbone.layer_weights(), weights, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6)
