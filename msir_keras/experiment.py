@@ -214,6 +214,7 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     results = _run_folds(config, table, data.select(list(config.extractors())), folds, targets, staging, log,
                          verbose)
     metrics = summarise(config, results)
+    _report_layer_weights(config, results, metrics, staging)
     if config.baselines:  # the SVMs on the same folds, in baselines/<model>/, reported beside the model
         metrics["baselines"] = {}
         for name in (b for b in BASELINES if b != config.model):
@@ -224,6 +225,20 @@ def run_experiment(config, out, log=print, overwrite=False, verbose=0):
     metrics = write_results(staging, metrics, log)
     move_into_place(staging, out)
     return metrics
+
+
+def _report_layer_weights(config, results, metrics, folder):
+    """The upstream's learned layer weights per target and fold into metrics.json, and a bar chart each."""
+    from msir_keras.plots import plot_layer_weights
+
+    for target, result in results.items():
+        weights = {fold: r["layer_weights"] for fold, r in result["folds"].items() if "layer_weights" in r}
+        if not weights:
+            continue
+        metrics.setdefault("layer_weights", {})[target] = weights
+        name = "layer_weights.png" if target == "classification" else f"layer_weights_{target}.png"
+        plot_layer_weights(pd.DataFrame(weights).T, os.path.join(folder, name),
+                           title=f"{config.model} {target}: learned weights of the upstream's hidden states")
 
 
 def _run_folds(config, table, data, folds, targets, folder, log, verbose):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import keras
+import numpy as np
 from keras import layers
 
 # Imported for their registration: a saved model names its compiled FocalLoss
@@ -299,6 +300,21 @@ class LateFusion(keras.Model):
         msir = keras.saving.deserialize_keras_object(config.pop("msir"))
         classifier = keras.saving.deserialize_keras_object(config.pop("classifier"))
         return cls(msir, classifier, **config)
+
+
+def upstream_layer_weights(model):
+    """The learned weights of the upstream's hidden states (`WeightedLayerSum`), (L,) numpy, or None.
+
+    An ensemble gives its members' mean; a late-fused detector, its MSIR part's.
+    """
+    if isinstance(model, LateFusion):
+        return upstream_layer_weights(model.msir)
+    if isinstance(model, MSIREnsemble):
+        weights = [upstream_layer_weights(member) for member in model.members]
+        return None if weights[0] is None else np.mean(weights, axis=0)
+    if isinstance(model, MSIR):
+        return model.backbone.layer_weights()
+    return None
 
 
 def load_model(path, compile=True):

@@ -206,3 +206,30 @@ def plot_search(table, path, title=""):
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_layer_weights(weights, path, title=""):
+    """Saves the learned weights of an upstream's hidden states as bars: the mean over folds, each fold a dot.
+
+    `weights` is a DataFrame of folds x hidden states (0: the CNN's
+    projection, then each transformer block), as `WeightedLayerSum` learned them.
+    """
+    plt = _pyplot()
+    layers = np.arange(weights.shape[1])
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.45 * len(layers) + 1.5), 3.2), dpi=120)
+    axes.bar(layers, weights.mean().to_numpy(), color="#6baed6", edgecolor="black", linewidth=0.5,
+             label=f"mean over {len(weights)} fold{'s' if len(weights) > 1 else ''}")
+    for _, row in weights.iterrows():
+        axes.plot(layers, row.to_numpy(), "o", color="#08306b", markersize=3, alpha=0.6)
+    axes.axhline(1.0 / len(layers), color="grey", linestyle="--", linewidth=0.8, label="equal weights")
+    axes.set_xticks(layers)
+    axes.set_xlabel("hidden state (0: CNN features, then transformer layers)")
+    axes.set_ylabel("softmax weight")
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, frameon=False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

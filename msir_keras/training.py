@@ -213,6 +213,13 @@ def run_fold(config, table, data, fold, target, folder, log=print, verbose=0):
                                      "a lower --learning-rate)")
         predicted = probabilities.argmax(axis=-1)
         model.save(os.path.join(folder, "model.keras"))
+        from msir_keras.model import upstream_layer_weights
+
+        weights = upstream_layer_weights(model)
+        if weights is not None:  # `--upstream-layer all`: which hidden states the model learned to use
+            extra = {**extra, "layer_weights": [round(float(w), 4) for w in weights]}
+            log(f"    {fold.name}: upstream layer weights " + " ".join(f"{w:.2f}" for w in weights)
+                + f" (largest: hidden state {int(np.argmax(weights))})")
         from msir_keras.export import export_model
         from msir_keras.serving import SERVING, tensorflow_backend
 
