@@ -325,6 +325,26 @@ def travelling_bytes():
                if p and os.path.isfile(os.path.join(REPO, p.decode())))
 
 
+def exclude_pack(out):
+    """Adds the pack's folder to the repository's info/exclude (shared by worktrees) when it lies in the checkout:
+    30 MiB must never be committed, and the device tool takes it through `carry`."""
+    relative = os.path.relpath(os.path.abspath(out), REPO)
+    if relative.startswith(".."):
+        return
+    try:
+        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return
+    path, line = os.path.join(common, "info", "exclude"), f"/{relative}/"
+    text = open(path).read() if os.path.exists(path) else ""
+    if line not in text.splitlines():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(("\n" if text and not text.endswith("\n") else "") + line + "\n")
+        log(f"added {line} to {path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data", "emodb")),
@@ -337,6 +357,7 @@ def main(argv=None):
 
     started = time.time()
     os.makedirs(args.out, exist_ok=True)
+    exclude_pack(args.out)
     manifest_path = os.path.join(args.out, emodb_pack.MANIFEST_FILE)
     if os.path.exists(manifest_path):
         os.unlink(manifest_path)  # a pack is valid only once every check below has passed

@@ -81,7 +81,7 @@ def parse(argv=None):
     parser.add_argument("--precision", default="float32,mixed_bfloat16",
                         help="comma-separated Keras dtype policies: float32, mixed_bfloat16 (bf16), mixed_float16")
     parser.add_argument("--budget-s", type=float, default=270.0, help="wall seconds for this whole command")
-    parser.add_argument("--reserve-s", type=float, default=20.0,
+    parser.add_argument("--reserve-s", type=float, default=30.0,
                         help="seconds a fold keeps for its test prediction when the budget ends it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None,
@@ -229,8 +229,11 @@ def _pack_summary(manifest):
 
 # ----------------------------------------------------------------------------- one precision (child process)
 
-def timing_callback(sync, deadline, label, count, epochs):
-    """A Keras callback: per-epoch training and validation seconds, the device synchronised; stops at the deadline."""
+def timing_callback(sync, deadline, label, count, epochs, progress=None):
+    """A Keras callback: per-epoch training and validation seconds, the device synchronised; stops at the deadline.
+
+    `progress(callback)`, when given, is called after every epoch (the JSON keeps a fold killed halfway).
+    """
     import keras
 
     class Timing(keras.callbacks.Callback):
@@ -240,7 +243,7 @@ def timing_callback(sync, deadline, label, count, epochs):
 
         def on_epoch_begin(self, epoch, logs=None):
             sync(self.model)
-            self._begin, self._train_end = time.perf_counter(), None
+            self._epoch, self._begin, self._train_end = epoch, time.perf_counter(), None
 
         def on_test_begin(self, logs=None):
             if self._train_end is None:  # the epoch's validation (evaluate inside fit)
@@ -248,7 +251,8 @@ def timing_callback(sync, deadline, label, count, epochs):
                 self._train_end = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
-            if deadline is not None and time.time() > deadline:
+            last = self._epoch + 1 == epochs and batch + 1 == self.params.get("steps")  # nothing left to cut
+            if deadline is not None and time.time() > deadline and not last:
                 self.model.stop_training, self.stopped_by_budget = True, True
 
         def on_epoch_end(self, epoch, logs=None):
@@ -267,6 +271,8 @@ def timing_callback(sync, deadline, label, count, epochs):
                     and time.time() + min(self.train_s) + min(self.val_s) > deadline):
                 if not self.model.stop_training:  # not already stopped by EarlyStopping
                     self.model.stop_training, self.stopped_by_budget = True, True
+            if progress is not None:
+                progress(self)
 
     return Timing()
 
@@ -376,6 +382,8 @@ def run_child(args):
         + ", ".join(f"{n} {s}" for n, s in data.frame_shapes().items()))
 
     folds = [Fold(name, train, validation, test) for name, train, validation, test in pack["folds"]][: args.folds]
+    run["folds_planned"] = len(folds)
+    write_json(args.out, run)  # a run killed before its first epoch ends still says how far it came
     reserve = args.reserve_s
     for index, fold in enumerate(folds):
         left = args.deadline - time.time() - reserve
@@ -391,8 +399,13 @@ def run_child(args):
         train_part, valid_part = data.subset(fold.train), data.subset(fold.validation)
         test_part = data.subset(fold.test)
         keras.utils.set_random_seed(config.seed)
+
+        def progress(callback, name=fold.name):
+            run["current"] = {"name": name, "epoch_train_s": callback.train_s, "epoch_val_s": callback.val_s}
+            write_json(args.out, run)
+
         timing = timing_callback(sync, args.deadline - reserve, f"{label} {fold.name}", train_part.size,
-                                 config.epochs)
+                                 config.epochs, progress)
         with engine.precision(precision):  # as engine.train does with config.precision
             model = engine.build(config, train_part.frame_shapes(), classes, train_part.fit_normalization(),
                                  engine.feature_config(config))
@@ -415,6 +428,8 @@ def run_child(args):
             "best_val_uar": float(history["val_uar"].max()) if "val_uar" in history else None,
             "first_epoch_train_s": train_s[0], "first_epoch_val_s": timing.val_s[0],
             "compile_s": (train_s[0] - steady) if steady is not None else None,
+            # Every epoch's time beyond the median: the first epoch's compilation and any later one's.
+            "excess_train_s": float(sum(train_s) - steady * len(train_s)) if steady is not None else None,
             "steady_epoch_train_s": steady,
             "utt_per_s": train_part.size / steady if steady else None,
             "first_epoch_utt_per_s": train_part.size / train_s[0],
@@ -423,6 +438,7 @@ def run_child(args):
             "peak_memory_bytes_so_far": peak_memory(args.backend), "wall_s": time.time() - fold_started,
         }
         run["folds"].append(result)
+        run.pop("current", None)
         log(f"[{label}] {fold.name}: test UAR {report['uar']:.3f} (WA {report['wa']:.3f}), {epochs_run} epochs "
             f"({stopped}; best {result['best_epoch']}), first epoch {train_s[0]:.1f} s, "
             + (f"{result['utt_per_s']:.1f} utt/s after it" if steady else "one epoch: no steady throughput")
@@ -435,6 +451,7 @@ def run_child(args):
         del model
         keras.backend.clear_session()
     run["status"] = "done"
+    run["tensorflow_imported"] = any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
     _summarise_run(run, args.backend, len(folds))
     write_json(args.out, run)
 
@@ -457,46 +474,68 @@ def _summarise_run(run, backend, planned):
 
 # ----------------------------------------------------------------------------- tables
 
-def print_tables(report):
+def print_tables(*reports):
+    """One table of every run of these reports (one per backend), with the device of each."""
     def number(value, form):
         return "-" if value is None else format(value, form)
 
-    log(f"{report['backend']}: " + ", ".join(
-        f"{r['device'].get('device_name')} (keras {r['device'].get('keras')}, "
-        f"{report['backend']} {r['device'].get(report['backend'])})" for r in report["runs"][:1] if r.get("device")))
-    names = [f["name"] for r in report["runs"] for f in r.get("folds", [])]
-    names = list(dict.fromkeys(names))
+    for report in reports:
+        devices = {r["device"].get("device_name") for r in report["runs"] if r.get("device")}
+        first = next((r["device"] for r in report["runs"] if r.get("device")), {})
+        log(f"{report['backend']}: {', '.join(map(str, devices)) or '?'} (keras {first.get('keras')}, "
+            f"{report['backend']} {first.get(report['backend'])}, python {first.get('python')})")
+    names = list(dict.fromkeys(f["name"] for report in reports for r in report["runs"] for f in r.get("folds", [])))
     header = ["backend", "precision", "compile s", "1st epoch s", "utt/s", "peak GPU MiB", *names, "mean UAR", "status"]
     rows = []
-    for run in report["runs"]:
-        uars = {f["name"]: f"{f['test_uar']:.3f}" + ("*" if f["stopped"] == "budget" else "")
-                for f in run.get("folds", [])}
-        memory = run.get("peak_memory_bytes")
-        rows.append([report["backend"], run["precision"], number(run.get("compile_s"), ".1f"),
-                     number(run.get("first_epoch_train_s"), ".1f"), number(run.get("utt_per_s"), ".1f"),
-                     number(memory / MIB if memory else None, ".0f"), *[uars.get(n, "-") for n in names],
-                     number(run.get("mean_uar"), ".3f"),
-                     f"{run.get('status', '?')}, {len(run.get('folds', []))}/{run.get('folds_planned', '?')} folds"])
+    for report in reports:
+        for run in report["runs"]:
+            uars = {f["name"]: f"{f['test_uar']:.3f}" + ("*" if f["stopped"] == "budget" else "")
+                    for f in run.get("folds", [])}
+            memory = run.get("peak_memory_bytes")
+            rows.append([report["backend"], run["precision"], number(run.get("compile_s"), ".1f"),
+                         number(run.get("first_epoch_train_s"), ".1f"), number(run.get("utt_per_s"), ".1f"),
+                         number(memory / MIB if memory else None, ".0f"), *[uars.get(n, "-") for n in names],
+                         number(run.get("mean_uar"), ".3f"),
+                         f"{run.get('status', '?')}, {len(run.get('folds', []))}/{run.get('folds_planned', '?')} folds"])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     for line in (header, ["-" * w for w in widths], *rows):
         log("| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths)) + " |")
-    for run in report["runs"]:
-        for message in run.get("messages", []):
-            log(f"  {run['precision']}: {message}")
-    if any(f["stopped"] == "budget" for r in report["runs"] for f in r.get("folds", [])):
+    for report in reports:
+        for run in report["runs"]:
+            for message in run.get("messages", []):
+                log(f"  {report['backend']} {run['precision']}: {message}")
+    if any(f["stopped"] == "budget" for report in reports for r in report["runs"] for f in r.get("folds", [])):
         log("  * stopped by the budget before EarlyStopping or the last epoch")
-    log("  utt/s: training utterances / median epoch training time after the first; compile s: first epoch less "
-        "that median; UAR on each fold's test speakers")
+    log("  utt/s: training utterances / median epoch training time after the first (median over folds); compile s: "
+        "the first fold's first epoch less that median; UAR on each fold's test speakers")
+
+
+def with_leftovers(path):
+    """A backend's report with the runs its parent never merged: a precision's own JSON, left when `timeout`
+    killed the command (`<out>.<precision>.json`)."""
+    report = json.load(open(path))
+    merged = {run["precision"] for run in report["runs"]}
+    for precision in PRECISION_ALIASES.values():
+        part = f"{path}.{precision}.json"
+        if precision not in merged and os.path.exists(part):
+            run = json.load(open(part))
+            current = run.get("current")
+            run["status"] = "killed " + (f"in fold {current['name']} after {len(current['epoch_train_s'])} epoch(s), "
+                                         f"the first's training {current['epoch_train_s'][0]:.1f} s"
+                                         if current and current["epoch_train_s"]
+                                         else f"before an epoch of fold {len(run.get('folds', [])) + 1} ended")
+            report["runs"].append(run)
+            merged.add(precision)
+    return report
 
 
 def main(argv=None):
     args = parse(argv)
     if args.summarize:
         for path in args.summarize:
-            if os.path.exists(path):
-                print_tables(json.load(open(path)))
-            else:
+            if not os.path.exists(path):
                 log(f"{path}: not written")
+        print_tables(*[with_leftovers(path) for path in args.summarize if os.path.exists(path)])
         return
     if args.child:
         run_child(args)
