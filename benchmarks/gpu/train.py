@@ -520,6 +520,10 @@ def with_leftovers(path):
         if precision not in merged and os.path.exists(part):
             run = json.load(open(part))
             current = run.get("current")
+            if run.get("status") != "running":  # it finished; its parent was killed before merging it
+                report["runs"].append(run)
+                merged.add(precision)
+                continue
             run["status"] = "killed " + (f"in fold {current['name']} after {len(current['epoch_train_s'])} epoch(s), "
                                          f"the first's training {current['epoch_train_s'][0]:.1f} s"
                                          if current and current["epoch_train_s"]
