@@ -1,4 +1,4 @@
-"""Feature extractors (log-Mels, openSMILE LLDs and functionals, wav2vec 2.0) and their cache."""
+"""Feature extractors (log-Mels, openSMILE LLDs and functionals, self-supervised upstreams) and their cache."""
 
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
 from msir_keras.presets import BRANCH_INPUT, VECTOR_INPUTS
@@ -6,16 +6,12 @@ from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConf
 from msir_keras.features.logmel import LogMel, LogMelConfig
 from msir_keras.features.schedule import ExtractionSummary, parse_shard
 from msir_keras.features.store import DamagedEntryError, FeatureStore, MissingFeaturesError
-from msir_keras.features.wav2vec import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CHECKPOINT,
-    CheckpointError,
-    Wav2Vec2,
-    Wav2Vec2Config,
-    save_random_checkpoint,
-)
+from msir_keras.features.checkpoints import DEFAULT_CHECKPOINT, FAMILIES, CheckpointError, Family
+from msir_keras.features.random_checkpoints import save_random_checkpoint
+from msir_keras.features.upstream import ALL_LAYERS, DEFAULT_BATCH_SIZE, Upstream, UpstreamConfig
+from msir_keras.features.wav2vec import Wav2Vec2, Wav2Vec2Config
 
-EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2)}
+EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2, Upstream)}
 
 
 def extractor_from_config(name, config):
