@@ -4,7 +4,7 @@ from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
 from msir_keras.presets import BRANCH_INPUT, VECTOR_INPUTS
 from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
 from msir_keras.features.logmel import LogMel, LogMelConfig
-from msir_keras.features.schedule import ExtractionSummary, parse_shard
+from msir_keras.features.schedule import DiskSpaceError, ExtractionSummary, parse_shard
 from msir_keras.features.store import DamagedEntryError, FeatureStore, MissingFeaturesError
 from msir_keras.features.checkpoints import DEFAULT_CHECKPOINT, FAMILIES, CheckpointError, Family
 from msir_keras.features.random_checkpoints import save_random_checkpoint

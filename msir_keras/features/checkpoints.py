@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+
+from msir_keras.features.windows import FrameGeometry
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 _WEIGHT_FILES = ("config.json", ".safetensors", ".bin")
@@ -170,3 +173,64 @@ def load_encoder(folder, family, device):
             "save_pretrained from its own class."
         )
     return model.to(device).eval().requires_grad_(False)
+
+
+class Checkpoint:
+    """A local upstream checkpoint, read without its weights: family, shapes, frame grid, front end.
+
+    Args:
+        folder: str. A folder with config.json (`resolve_checkpoint`).
+
+    Raises:
+        CheckpointError: a family this package does not read, an adapter
+            that changes the frame rate, or a Whisper feature extractor that
+            does not fill the encoder's positions.
+    """
+
+    def __init__(self, folder):
+        from transformers import AutoConfig
+
+        self.folder = folder
+        self.family = checkpoint_family(folder)
+        self.settings = AutoConfig.from_pretrained(folder)
+        if getattr(self.settings, "add_adapter", False):
+            raise CheckpointError(f"{folder}: an adapter on the encoder changes the frame rate; give the "
+                                  "checkpoint without it")
+        preprocessor = read_json(folder, "preprocessor_config.json")
+        # The checkpoint's own feature extractor z-scores waveforms or not; a folder without one, as its family.
+        self.normalize = bool(preprocessor.get("do_normalize", self.family.normalize))
+        # Whether utterances of different lengths may share a padded batch and keep their features as alone:
+        # Whisper pads each to its own window; group norms normalise over the padding too, and data2vec's
+        # stacked positional convolutions carry it into the last frames.
+        norm = getattr(self.settings, "feat_extract_norm", "layer")
+        self.pads_exactly = self.family.whisper or (self.family.model_type != "data2vec-audio" and norm == "layer")
+        self.front_end = None
+        if self.family.whisper:
+            self.num_layers, self.hidden_size = self.settings.encoder_layers, self.settings.d_model
+            self.front_end = self._whisper_front_end(bool(preprocessor))
+            self.geometry = FrameGeometry.whisper(self.front_end.hop_length, self.front_end.n_fft)
+        else:
+            self.num_layers, self.hidden_size = self.settings.num_hidden_layers, self.settings.hidden_size
+            self.geometry = FrameGeometry.convolutional(self.settings.conv_kernel, self.settings.conv_stride)
+
+    def _whisper_front_end(self, saved):
+        from transformers import WhisperFeatureExtractor
+
+        if saved:
+            front_end = WhisperFeatureExtractor.from_pretrained(self.folder)
+        else:  # a folder of the model alone: Whisper's standard front end at its number of Mels
+            front_end = WhisperFeatureExtractor(feature_size=self.settings.num_mel_bins)
+        positions = self.settings.max_source_positions
+        if front_end.nb_max_frames != 2 * positions or front_end.feature_size != self.settings.num_mel_bins:
+            raise CheckpointError(f"{self.folder}: the feature extractor's {front_end.nb_max_frames} frames of "
+                                  f"{front_end.feature_size} Mels do not fit the encoder's {positions} positions "
+                                  f"of {self.settings.num_mel_bins} Mels")
+        return front_end
+
+    @functools.cached_property
+    def fingerprint(self):
+        return checkpoint_fingerprint(self.folder)
+
+    def load(self, device):
+        """The frozen model (Whisper: its encoder), on `device` (`load_encoder`)."""
+        return load_encoder(self.folder, self.family, device)

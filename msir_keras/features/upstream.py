@@ -1,4 +1,4 @@
-"""Frozen self-supervised upstreams (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper's encoder) as numpy features."""
+"""Frozen self-supervised upstreams (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper) as numpy features."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import numpy as np
 
 from msir_keras.audio import SAMPLE_RATE
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig, check_signal
-from msir_keras.features.checkpoints import (
-    DEFAULT_CHECKPOINT,
-    CheckpointError,
-    checkpoint_family,
-    checkpoint_fingerprint,
-    load_encoder,
-    read_json,
-    resolve_checkpoint,
-)
-from msir_keras.features.windows import FrameGeometry, whole_signal_group_norm, windows
+from msir_keras.features.checkpoints import DEFAULT_CHECKPOINT, Checkpoint, resolve_checkpoint
+from msir_keras.features.windows import whole_signal_group_norm, windows
 
 DEFAULT_BATCH_SIZE = 8  # utterances per forward pass of the encoder
 ALL_LAYERS = "all"
@@ -70,10 +62,11 @@ class Upstream(Extractor):
     Runs on the GPU when PyTorch sees one. Utterances of different lengths
     share a batch, padded with an attention mask, where that leaves each
     one's features as they are alone: layer-norm feature encoders (large
-    and XLS-R checkpoints, data2vec-audio) and Whisper (each utterance is
-    its own 30 s window). The group-norm encoders of the base wav2vec 2.0,
-    HuBERT and WavLM normalise over time, padding included: for those only
-    utterances of equal length share a batch.
+    and XLS-R wav2vec 2.0, HuBERT and WavLM) and Whisper (each utterance is
+    its own 30 s window). Elsewhere only utterances of equal length share a
+    batch: the group-norm encoders of the base models normalise over time,
+    padding included, and data2vec-audio's five stacked positional
+    convolutions carry the padding into an utterance's last frames.
 
     Long signals are encoded in overlapping windows (`msir_keras.features.windows`),
     so memory is bounded by the window, not the recording: `chunk_length`
@@ -111,73 +104,43 @@ class Upstream(Extractor):
         self.chunk_length = chunk_length
         self.chunk_overlap = chunk_overlap
         self._device = device
-        self._folder = self._family = self._settings = self._fingerprint = self._model = self._front_end = None
+        self._checkpoint = self._model = None
 
     # === The checkpoint, read without its weights ===
 
     @property
-    def folder(self):
-        if self._folder is None:
-            self._folder = resolve_checkpoint(self.config.source)
-        return self._folder
+    def checkpoint(self):
+        """The `checkpoints.Checkpoint` of `source`: resolved, its family, shapes and frame grid read."""
+        if self._checkpoint is None:
+            checkpoint = Checkpoint(resolve_checkpoint(self.config.source))
+            layers, layer = checkpoint.num_layers, self.config.layer
+            if isinstance(layer, int) and not -(layers + 1) <= layer <= layers:
+                raise ConfigError(f"{self.config.source}: layer {layer} is out of range for a "
+                                  f"{checkpoint.family.model_type} of {layers} blocks; choose from -{layers + 1} "
+                                  f"to {layers}, or {ALL_LAYERS!r}")
+            self._checkpoint = checkpoint
+        return self._checkpoint
 
     @property
-    def settings(self):
-        """The checkpoint's `transformers` config (config.json, defaults filled in)."""
-        if self._settings is None:
-            from transformers import AutoConfig
-
-            settings = AutoConfig.from_pretrained(self.folder)
-            if getattr(settings, "add_adapter", False):
-                raise CheckpointError(f"{self.config.source}: an adapter on the encoder changes the frame rate; "
-                                      "give the checkpoint without it")
-            self._settings = settings
-            self._check_layer()
-        return self._settings
+    def folder(self):
+        return self.checkpoint.folder
 
     @property
     def family(self):
-        """The checkpoint's `checkpoints.Family`, from its config.json."""
-        if self._family is None:
-            self._family = checkpoint_family(self.folder)
-        return self._family
+        return self.checkpoint.family
 
     @property
     def num_layers(self):
         """Transformer blocks: `layer` counts hidden states 0 (before the first) to this (after the last)."""
-        return self.settings.encoder_layers if self.family.whisper else self.settings.num_hidden_layers
+        return self.checkpoint.num_layers
 
     @property
     def hidden_size(self):
-        return self.settings.d_model if self.family.whisper else self.settings.hidden_size
-
-    def _check_layer(self):
-        layers, layer = self.num_layers, self.config.layer
-        if isinstance(layer, int) and not -(layers + 1) <= layer <= layers:
-            raise ConfigError(f"{self.config.source}: layer {layer} is out of range for a {self.family.model_type} of "
-                              f"{layers} blocks; choose from -{layers + 1} to {layers}, or {ALL_LAYERS!r}")
-
-    @property
-    def front_end(self):
-        """Whisper's log-Mel feature extractor (None for the waveform families)."""
-        if self._front_end is None and self.family.whisper:
-            from transformers import WhisperFeatureExtractor
-
-            if read_json(self.folder, "preprocessor_config.json"):
-                front_end = WhisperFeatureExtractor.from_pretrained(self.folder)
-            else:  # a folder of the model alone: Whisper's standard front end at its number of Mels
-                front_end = WhisperFeatureExtractor(feature_size=self.settings.num_mel_bins)
-            if front_end.nb_max_frames != 2 * self.settings.max_source_positions:
-                raise CheckpointError(f"{self.config.source}: the feature extractor's {front_end.nb_max_frames} "
-                                      f"frames do not fill the encoder's {self.settings.max_source_positions} positions")
-            self._front_end = front_end
-        return self._front_end
+        return self.checkpoint.hidden_size
 
     @property
     def geometry(self):
-        if self.family.whisper:
-            return FrameGeometry.whisper(self.front_end.hop_length, self.front_end.n_fft)
-        return FrameGeometry.convolutional(self.settings.conv_kernel, self.settings.conv_stride)
+        return self.checkpoint.geometry
 
     @property
     def frame_rate(self):
@@ -186,9 +149,7 @@ class Upstream(Extractor):
     @property
     def normalize(self):
         """Whether waveforms are z-scored: the setting, or the checkpoint's own feature extractor's."""
-        if self.config.normalize is not None:
-            return self.config.normalize
-        return bool(read_json(self.folder, "preprocessor_config.json").get("do_normalize", self.family.normalize))
+        return self.checkpoint.normalize if self.config.normalize is None else self.config.normalize
 
     @property
     def all_layers(self):
@@ -214,18 +175,16 @@ class Upstream(Extractor):
 
     def identity(self):
         # Keyed by the weights, not the path: a moved folder keeps its cache.
-        if self._fingerprint is None:
-            self.settings  # a family this package reads, a layer it has: refused before any work
-            self._fingerprint = checkpoint_fingerprint(self.folder)
+        weights = self.checkpoint.fingerprint
         config = {"layer": self.config.layer, "normalize": self.normalize}
         family = self.family.model_type
         if family == "wav2vec2" and not self.all_layers:
             # Exactly what Wav2Vec2 wrote before other upstreams: its store entries and trained models still match.
-            identity = {"extractor": "wav2vec2", "config": config, "weights": self._fingerprint}
+            identity = {"extractor": "wav2vec2", "config": config, "weights": weights}
             if (self.chunk_length, self.chunk_overlap) != (30.0, 2.0):
                 identity["windows"] = [self.chunk_length, self.chunk_overlap]
             return identity
-        return {"extractor": "upstream", "family": family, "config": config, "weights": self._fingerprint,
+        return {"extractor": "upstream", "family": family, "config": config, "weights": weights,
                 "windows": [self.window_samples and self.window_samples / SAMPLE_RATE, self.chunk_overlap]}
 
     def key(self):
@@ -242,14 +201,14 @@ class Upstream(Extractor):
             import torch
 
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._model = load_encoder(self.folder, self.family, device)
+            self._model = self.checkpoint.load(device)
         return self._model
 
     @property
     def window_samples(self):
         """Samples per window: Whisper's own 30 s, else `chunk_length` (None: whole signals)."""
         if self.family.whisper:
-            return self.front_end.n_samples
+            return self.checkpoint.front_end.n_samples
         return None if self.chunk_length is None else int(self.chunk_length * SAMPLE_RATE)
 
     def windows(self, length):
@@ -272,7 +231,7 @@ class Upstream(Extractor):
         lengths = [len(signal) for signal in signals]
         kwargs = {}
         if self.family.whisper:  # each signal padded to its own 30 s window of log-Mels
-            inputs = self.front_end(signals, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            inputs = self.checkpoint.front_end(signals, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         else:
             batch = np.zeros((len(signals), max(lengths)), dtype=np.float32)
             mask = np.zeros_like(batch, dtype=np.int64)
@@ -333,7 +292,7 @@ class Upstream(Extractor):
     def extract_many_prepared(self, signals):
         """Features of prepared signals no longer than a window, batched by length."""
         order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
-        maskable = self.family.whisper or getattr(self.settings, "feat_extract_norm", "layer") == "layer"
+        maskable = self.checkpoint.pads_exactly
         results = [None] * len(signals)
         start = 0
         while start < len(order):
