@@ -18,12 +18,12 @@ ALL_LAYERS = "all"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def check_layer(layer):
+def check_layer(layer, name="layer"):
     """Returns `layer` when it is a hidden state's index, None (the last hidden state) or "all"."""
     if layer is None or layer == ALL_LAYERS or (isinstance(layer, int) and not isinstance(layer, bool)):
         return layer
-    raise ConfigError(f"layer must be an int (a hidden state: 0 the CNN's projection, -1 the last block), "
-                      f"None (the last hidden state) or {ALL_LAYERS!r} (every hidden state), got {layer!r}")
+    raise ConfigError(f"{name} must be an int (a hidden state: 0 the first block's input, -1 the last block's "
+                      f"output), None (the last hidden state) or {ALL_LAYERS!r} (every hidden state), got {layer!r}")
 
 
 @dataclasses.dataclass(frozen=True)

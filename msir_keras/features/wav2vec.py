@@ -1,9 +1,12 @@
 """The wav2vec 2.0 extractor of old configs and trained models: an `Upstream` under its first name.
 
 Runs, configs and store entries made before other upstreams name the
-extractor "wav2vec2" with settings `source`, `layer` and `normalize` (True
-by default). `Wav2Vec2` rebuilds them, and its identity (hence its store
-key) for a wav2vec 2.0 checkpoint with one layer is the one it always had.
+extractor "wav2vec2" with settings `source`, `layer` and `normalize`.
+`Wav2Vec2` rebuilds them, and its identity (hence its store key) for a
+wav2vec 2.0 checkpoint with one layer is the one it always had: `normalize`
+enters it resolved, and the checkpoint's own feature extractor (what
+`normalize=None` follows) z-scores waveforms for the wav2vec 2.0
+checkpoints, as the old default True did.
 """
 
 from __future__ import annotations
@@ -22,21 +25,11 @@ from msir_keras.features.upstream import DEFAULT_BATCH_SIZE, Upstream, UpstreamC
 
 @dataclasses.dataclass(frozen=True)
 class Wav2Vec2Config(UpstreamConfig):
-    """Settings of the wav2vec 2.0 extractor: `UpstreamConfig`'s, normalising by default.
-
-    Args:
-        source: str, defaults to "facebook/wav2vec2-base-960h". A hub id or a
-            local folder written by `save_pretrained` (of any upstream family).
-        layer: int, None or "all", defaults to None: the last hidden state.
-        normalize: bool, defaults to True. Zero-mean, unit-variance input per
-            utterance, as the base-960h checkpoint's feature extractor does.
-    """
-
-    normalize: bool = True
+    """Settings of the wav2vec 2.0 extractor: `UpstreamConfig`'s, under the name old code imports."""
 
 
 class Wav2Vec2(Upstream):
-    """`Upstream` with `Wav2Vec2Config`: the wav2vec branch's extractor as configs before issue 18 name it.
+    """`Upstream` with `Wav2Vec2Config`: the third branch's extractor under its first name.
 
     Args:
         config: Wav2Vec2Config, dict or str (the source). The other
