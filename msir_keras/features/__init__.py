@@ -27,11 +27,14 @@ def branch_extractors(logmel=None, lld=None, wav2vec2=None):
     Args:
         logmel: dict or LogMelConfig or None. Defaults to the paper's 2D log-Mels.
         lld: dict or LLDConfig or None. Defaults to the paper's 3D-LLD.
-        wav2vec2: str (hub id or folder), dict, Wav2Vec2Config, or None to
-            leave the wav2vec branch out.
+        wav2vec2: str (hub id or folder of any upstream family), dict,
+            Wav2Vec2Config, an `Upstream` (used as given), or None to leave
+            the third branch out.
     """
     extractors = {"logmel": LogMel(logmel), "lld": LLD(lld)}
-    if wav2vec2 is not None:
+    if isinstance(wav2vec2, Upstream):
+        extractors["w2v"] = wav2vec2
+    elif wav2vec2 is not None:
         if isinstance(wav2vec2, str):
             wav2vec2 = {"source": wav2vec2}
         extractors["w2v"] = Wav2Vec2(wav2vec2)
