@@ -242,16 +242,18 @@ class Upstream(Extractor):
             if len(set(lengths)) > 1:
                 kwargs["attention_mask"] = torch.from_numpy(mask).to(device)
         layer = self.config.layer
+        frames = [self.geometry.frames(n) for n in lengths]
         with torch.inference_mode():
             output = model(inputs.to(device), output_hidden_states=layer is not None, **kwargs)
+            # Cropped to the longest real signal first: Whisper's 30 s of padding is never copied out.
             if layer is None:
-                hidden = output.last_hidden_state
+                hidden = output.last_hidden_state[:, : max(frames)]
             elif self.all_layers:
-                hidden = torch.stack(output.hidden_states, dim=2)  # (B, T, layers + 1, hidden)
+                hidden = torch.stack([state[:, : max(frames)] for state in output.hidden_states], dim=2)
             else:
-                hidden = output.hidden_states[layer]
-            hidden = hidden.float().cpu().numpy()
-        return [self._stored(hidden[row, : self.geometry.frames(n)]) for row, n in enumerate(lengths)]
+                hidden = output.hidden_states[layer][:, : max(frames)]
+            hidden = hidden.float().cpu().numpy()  # (B, T, hidden) or (B, T, layers + 1, hidden)
+        return [self._stored(hidden[row, :count]) for row, count in enumerate(frames)]
 
     def _stored(self, frames):
         if self.all_layers:
