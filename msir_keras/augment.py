@@ -92,6 +92,14 @@ class SpeedPerturbed(Extractor):
     def identity(self):
         return {**self.base.identity(), "speed": self.factor}
 
+    @property
+    def store_dtype(self):
+        return self.base.store_dtype
+
+    def bytes_per_second(self):
+        rate = self.base.bytes_per_second()  # of the original's duration: played faster, fewer frames
+        return None if rate is None else rate / self.factor
+
     def __call__(self, signal):
         return self.base(speed_perturb(signal, self.factor))
 

@@ -11,6 +11,7 @@ import json
 from msir_keras.corpora import FOUR_CLASSES
 from msir_keras.features import DEFAULT_CHECKPOINT, baseline_extractor, branch_extractors
 from msir_keras.features.base import ConfigError
+from msir_keras.features.upstream import check_layer
 from msir_keras.features.store import atomic_write
 from msir_keras.limits import check_limit
 from msir_keras import presets
@@ -69,9 +70,12 @@ class ExperimentConfig:
         model_options: dict. MSIR arguments over the preset.
         logmel, lld: dict. Extractor settings over the defaults (e.g.
             {"deltas": 2} for ACRNN's 3D log-Mels, {"deltas": 0} for 1D-LLD).
-        wav2vec2: str or None. Hub id or local folder; None turns the
-            wav2vec branch off.
-        wav2vec2_layer: int or None. Hidden layer (None: the last).
+        wav2vec2: str or None. The third branch's upstream: a hub id or a
+            local folder of any family in `msir_keras.features.FAMILIES`
+            (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper's
+            encoder); None turns the branch off.
+        wav2vec2_layer: int, None or "all". Hidden state (None: the last;
+            "all": every one, (T, layers + 1, hidden) features).
         loss: "focal" or "crossentropy".
         zeta: float, list or None. Focal weighting. None: for detection the
             paper's value per emotion (PAPER_ZETA) on the positive class;
@@ -147,7 +151,7 @@ class ExperimentConfig:
     logmel: dict = dataclasses.field(default_factory=dict)
     lld: dict = dataclasses.field(default_factory=dict)
     wav2vec2: str | None = DEFAULT_CHECKPOINT
-    wav2vec2_layer: int | None = None
+    wav2vec2_layer: int | str | None = None
     loss: str = "focal"
     zeta: float | list | None = None
     theta: float = THETA
@@ -191,6 +195,7 @@ class ExperimentConfig:
                 raise ConfigError(f"speeds: each factor must be in (0.5, 2) and not 1, got {factor}")
         if self.wav2vec2 is None:
             self.branches = tuple(b for b in self.branches if b != "w2v")
+        check_layer(self.wav2vec2_layer, "wav2vec2_layer")
         unknown = [b for b in self.branches if b not in ALL_BRANCHES]
         if not self.branches or unknown:
             raise ConfigError(f"branches must be a non-empty subset of {ALL_BRANCHES}, got {self.branches}")

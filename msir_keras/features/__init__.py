@@ -1,21 +1,17 @@
-"""Feature extractors (log-Mels, openSMILE LLDs and functionals, wav2vec 2.0) and their cache."""
+"""Feature extractors (log-Mels, openSMILE LLDs and functionals, self-supervised upstreams) and their cache."""
 
 from msir_keras.features.base import ConfigError, Extractor, FeatureConfig
 from msir_keras.presets import BRANCH_INPUT, VECTOR_INPUTS
 from msir_keras.features.lld import LLD, Functionals, FunctionalsConfig, LLDConfig
 from msir_keras.features.logmel import LogMel, LogMelConfig
-from msir_keras.features.schedule import ExtractionSummary, parse_shard
+from msir_keras.features.schedule import DiskSpaceError, ExtractionSummary, parse_shard
 from msir_keras.features.store import DamagedEntryError, FeatureStore, MissingFeaturesError
-from msir_keras.features.wav2vec import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CHECKPOINT,
-    CheckpointError,
-    Wav2Vec2,
-    Wav2Vec2Config,
-    save_random_checkpoint,
-)
+from msir_keras.features.checkpoints import DEFAULT_CHECKPOINT, FAMILIES, CheckpointError, Family
+from msir_keras.features.random_checkpoints import save_random_checkpoint
+from msir_keras.features.upstream import ALL_LAYERS, DEFAULT_BATCH_SIZE, Upstream, UpstreamConfig
+from msir_keras.features.wav2vec import Wav2Vec2, Wav2Vec2Config
 
-EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2)}
+EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2, Upstream)}
 
 
 def extractor_from_config(name, config):
@@ -31,11 +27,14 @@ def branch_extractors(logmel=None, lld=None, wav2vec2=None):
     Args:
         logmel: dict or LogMelConfig or None. Defaults to the paper's 2D log-Mels.
         lld: dict or LLDConfig or None. Defaults to the paper's 3D-LLD.
-        wav2vec2: str (hub id or folder), dict, Wav2Vec2Config, or None to
-            leave the wav2vec branch out.
+        wav2vec2: str (hub id or folder of any upstream family), dict,
+            Wav2Vec2Config, an `Upstream` (used as given), or None to leave
+            the third branch out.
     """
     extractors = {"logmel": LogMel(logmel), "lld": LLD(lld)}
-    if wav2vec2 is not None:
+    if isinstance(wav2vec2, Upstream):
+        extractors["w2v"] = wav2vec2
+    elif wav2vec2 is not None:
         if isinstance(wav2vec2, str):
             wav2vec2 = {"source": wav2vec2}
         extractors["w2v"] = Wav2Vec2(wav2vec2)

@@ -86,6 +86,8 @@ class Extractor:
     # Cheap to rebuild in another process from its config, and CPU-bound:
     # `FeatureStore.extract(workers=N)` runs it in worker processes.
     parallel = True
+    # What the store keeps the arrays as: float16 halves the disk of the upstreams' every-layer features.
+    store_dtype = "float32"
 
     def __init__(self, config=None, **overrides):
         if config is None:
@@ -106,6 +108,10 @@ class Extractor:
     def identity(self):
         """A JSON-able description of everything that determines the output."""
         return {"extractor": self.name, "config": self.get_config()}
+
+    def bytes_per_second(self):
+        """Store bytes per second of audio, where large enough to check the disk first; None: not checked."""
+        return None
 
     def key(self):
         """A short stable name for the store: `<name>-<hash of identity>`."""

@@ -13,12 +13,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
+import soundfile
 
 from msir_keras.audio import SAMPLE_RATE, AudioError, AudioWarning, read_audio
+from msir_keras.features.base import ConfigError
 from msir_keras.features.store import nonfinite_problem
+
+
+class DiskSpaceError(ConfigError):
+    """Features that the store's disk cannot hold, refused before any is computed."""
 
 
 @dataclasses.dataclass
@@ -56,6 +63,57 @@ class ExtractionSummary:
         return "\n".join(lines)
 
 
+def check_disk_space(store, paths, extractors):
+    """Refuses, before any work, features of `paths` that would not fit on the store's disk.
+
+    Only extractors that state their `bytes_per_second` (the upstreams: 3.6
+    GB per hour of audio for every hidden state of a base model) are
+    counted, for the files they have no entry of yet; durations come from
+    the files' headers. A file that cannot be read counts nothing here: it
+    fails later with its reason.
+
+    Raises:
+        DiskSpaceError: with what is needed, per hour of audio, and what is free.
+    """
+    rates = [(e, e.bytes_per_second()) for e in extractors]
+    rates = [(e, rate) for e, rate in rates if rate]
+    if not rates:
+        return
+    needed, seconds_missing = 0.0, 0.0
+    for path in paths:
+        try:
+            digest = store.digest(path)
+            seconds = soundfile.info(path).duration
+        except Exception:
+            continue
+        missing = [rate for e, rate in rates if not os.path.exists(store.path(e, digest))]
+        needed += seconds * sum(missing)
+        seconds_missing += seconds if missing else 0.0
+    folder = os.path.abspath(store.root)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        per_hour = ", ".join(f"{e.name} {size_text(rate * 3600)}" for e, rate in rates)
+        raise DiskSpaceError(
+            f"the features of {_duration_text(seconds_missing)} of audio need {size_text(needed)} in {store.root} "
+            f"({per_hour} per hour of audio), but its disk has {size_text(free)} free. Free space, give another "
+            "--store, or choose one upstream layer instead of all."
+        )
+
+
+def _duration_text(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
+def size_text(count):
+    """Bytes in decimal units: 3594240000 -> '3.59 GB'."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{int(count)} B"
+
+
 def parse_shard(text):
     """'2/4' -> (2, 4): the second of four shards (1-based)."""
     try:
@@ -78,6 +136,7 @@ def extract(store, paths, extractors, shard=None, progress=False, chunk_size=16,
         index, count = shard
         summary.skipped_other_shards = len(paths) - len(paths[index - 1 :: count])
         paths = paths[index - 1 :: count]
+    check_disk_space(store, paths, extractors)
     if workers == "auto":
         workers = default_workers(extractors)
     pool = None

@@ -13,7 +13,9 @@ leaves only whole entries, and the next run resumes from them. Arrays are
 `.npy` read with `allow_pickle=False`; nothing is pickled.
 
 An entry is checked before it counts as present: its `.npy` header must
-parse, hold float32, and the file's size must match the shape it declares.
+parse, hold float32 (float16 where the extractor's `store_dtype` says so:
+an upstream's every hidden state), and the file's size must match the
+shape it declares.
 Every array is checked finite before it is written (a file whose features
 hold NaN or infinity, as openSMILE gives for a segment shorter than its
 window, is a failed file, named with the reason), and its BLAKE2b checksum
@@ -70,7 +72,7 @@ def _umask():
 def entry_problem(path):
     """Why the `.npy` entry at `path` cannot be used, or None when it is whole.
 
-    Checks the header (magic, version, float32, a shape) and that the file's
+    Checks the header (magic, version, float32 or float16, a shape) and that the file's
     size is exactly the header plus the data it declares: zero-byte,
     truncated and overwritten entries are caught without reading the data.
     """
@@ -84,8 +86,8 @@ def entry_problem(path):
             start = handle.tell()
     except (ValueError, EOFError, OSError, SyntaxError) as error:
         return f"unreadable header ({type(error).__name__}: {error})"
-    if dtype != np.float32 or fortran:
-        return f"holds {dtype}{' (Fortran order)' if fortran else ''}, not float32 rows"
+    if dtype not in (np.float32, np.float16) or fortran:
+        return f"holds {dtype}{' (Fortran order)' if fortran else ''}, not float32 or float16 rows"
     expected = start + int(np.prod(shape)) * dtype.itemsize
     if size != expected:
         return f"{size} bytes where its header {shape} needs {expected}"
@@ -210,7 +212,7 @@ class FeatureStore:
         if not os.path.exists(description):
             text = json.dumps(extractor.identity(), indent=2, sort_keys=True).encode()
             atomic_write(description, lambda stream: stream.write(text))
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        array = np.ascontiguousarray(array, dtype=getattr(extractor, "store_dtype", "float32"))
         problem = nonfinite_problem(array)
         if problem is not None:  # never stored: the caller reports the file as failed
             raise ValueError(problem)
