@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from msir_keras.cli.flags import RUN_MODEL, RUN_RECIPE, config_flags, dest, experiment_config
+from msir_keras.cli.flags import ALIASES, RUN_MODEL, RUN_RECIPE, config_flags, dest, experiment_config
 from msir_keras.cli.parser import build_parser
 from msir_keras.config import ExperimentConfig
 from msir_keras.detector import HOPS_PER_WINDOW, Detector
@@ -22,7 +22,8 @@ CONVERTED = {
     "--corpus": "corpus",
     "--root": "root",
     "--recipe": "recipe",
-    "--wav2vec2": "wav2vec2",  # 'off' is None; a checkpoint given adds the w2v branch
+    "--upstream": "wav2vec2",  # 'off' is None; a checkpoint given adds the w2v branch
+    "--wav2vec2": "wav2vec2",  # --upstream's older name
     "--dropout": "model_options",  # model_options["dropout"]
     "--logmel-deltas": "logmel",  # logmel["deltas"]
     "--lld-deltas": "lld",  # lld["deltas"]
@@ -71,6 +72,7 @@ def _options(subparser):
 def test_every_experiment_flag_sets_a_field_and_every_field_has_a_way_in():
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     table = {flag: field for flag, field, _ in config_flags(training=True)}
+    table.update({alias: table[flag] for flag, aliases in ALIASES.items() for alias in aliases})
     assert set(table.values()) <= fields, set(table.values()) - fields
     assert set(CONVERTED.values()) <= fields, set(CONVERTED.values()) - fields
     commands = _commands()

@@ -253,3 +253,42 @@ def test_store_keeps_every_layer_in_float16_and_refuses_what_the_disk_cannot_hol
     # Entries already stored need no room: a full disk does not stop the cached run.
     monkeypatch.setattr(schedule.shutil, "disk_usage", lambda path: usage(10**6, 10**6, 0))
     assert store.extract(paths, [extractor]).cached == 3
+
+
+@pytest.mark.slow  # a two-epoch training and a fresh-process prediction
+def test_msir_with_wavlm_every_layer_trains_predicts_and_refuses_another_upstream(checkpoint, emodb_manifest,
+                                                                                   emodb_store, sample_wav, tmp_path):
+    """`msir train --upstream WAVLM --upstream-layer all`: the store holds every hidden state as float16, the
+    learned layer weights are in metrics.json and a bar chart, `msir predict` in a new process gives
+    probabilities, and refuses features of another upstream."""
+    import subprocess
+    import sys
+
+    folder, run = checkpoint("wavlm", "layer"), tmp_path / "run"
+    train = [sys.executable, "-m", "msir_keras.cli", "train", "--corpus", "manifest", "--root", emodb_manifest,
+             "--upstream", folder, "--upstream-layer", "all", "--branches", "lld,w2v", "--preset", "tiny",
+             "--folds", "2", "--max-folds", "1", "--epochs", "2", "--batch-size", "16", "--no-savedmodel",
+             "--store", emodb_store.root, "--out", str(run)]
+    result = subprocess.run(train, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    (weights,) = metrics["layer_weights"]["classification"].values()
+    layers = random_config("wavlm", "tiny", "layer").num_hidden_layers + 1
+    assert len(weights) == layers and abs(sum(weights) - 1) < 1e-3
+    assert (run / "layer_weights.png").stat().st_size > 0 and "upstream layer weights" in result.stdout
+    stored = [np.load(p, mmap_mode="r") for p in _store_arrays(emodb_store.root, "wavlm")]
+    assert stored and all(a.dtype == np.float16 and a.shape[1:] == (layers, 32) for a in stored[:3])
+
+    predict = [sys.executable, "-m", "msir_keras.cli", "predict", "--model", str(run), sample_wav, "--json"]
+    result = subprocess.run(predict, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(result.stdout)
+    assert abs(sum(v for k, v in row.items() if k.startswith("p_")) - 1) < 1e-5
+    other = checkpoint("wavlm", "layer", seed=2)
+    result = subprocess.run([*predict, "--upstream", other], capture_output=True, text=True)
+    assert result.returncode != 0 and "w2v" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _store_arrays(root, family):
+    """The store's .npy files of one upstream family (its entries' folders are named after it)."""
+    return [os.path.join(d, f) for d, _, files in os.walk(root) if family in d for f in files if f.endswith(".npy")]

@@ -43,7 +43,7 @@ def cmd_inspect(args):
 
 def cmd_extract(args):
     from msir_keras.corpora import load_corpus
-    from msir_keras.features import FeatureStore, named_extractors, parse_shard
+    from msir_keras.features import FeatureStore, Upstream, named_extractors, parse_shard
 
     wanted = [name.strip() for name in args.features.split(",") if name.strip()]
     corpus = load_corpus(args.corpus, args.root, emotions=args.emotions)
@@ -52,13 +52,18 @@ def cmd_extract(args):
     source = wav2vec2_source(args.wav2vec2)
     if "w2v" in wanted and source is None:
         wanted.remove("w2v")
-        print("wav2vec2 off: no wav2vec 2.0 features extracted")
+        print("upstream off: no wav2vec 2.0 (or other upstream) features extracted")
     extractors = named_extractors(wanted, {"deltas": args.logmel_deltas}, {"deltas": args.lld_deltas},
                                   {"source": source, "layer": args.wav2vec2_layer} if source else None)
     for extractor in extractors:
-        if extractor.name == "wav2vec2":
+        if isinstance(extractor, Upstream):
             extractor.batch_size = args.batch_size
             extractor.key()  # resolves the checkpoint now: fail before any work
+            print(f"upstream {extractor.config.source}: {extractor.family.model_type}, {extractor.num_layers} "
+                  f"blocks of {extractor.hidden_size}, {extractor.frame_rate:g} frames/s; layer "
+                  f"{extractor.config.layer if extractor.config.layer is not None else 'last'}: features "
+                  f"{extractor.feature_shape} {extractor.store_dtype}, {extractor.bytes_per_hour() / 1e9:.2f} GB "
+                  "per hour of audio")
     shard = parse_shard(args.shard) if args.shard else None
     paths = corpus.utterances["path"].tolist()
     print(f"{corpus.name}: {len(paths)} files, features {', '.join(e.name for e in extractors)} "

@@ -55,6 +55,23 @@ def wav2vec2_source(text):
     return None if text is None or text.lower() in ("off", "none") else text
 
 
+def upstream_layer(text):
+    """--upstream-layer: a hidden state's index (0: the CNN's projection, -1: the last block) or "all"."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--upstream-layer: {text!r} is neither a hidden state's index nor 'all'") from None
+
+
+UPSTREAM_HELP = ("the third branch's self-supervised upstream: a hub id or local checkpoint folder of wav2vec 2.0, "
+                 "HuBERT, WavLM, data2vec-audio or Whisper (its encoder), recognised from its config.json; "
+                 "'off' leaves the branch out")
+UPSTREAM_LAYER_HELP = ("the upstream's hidden state: an index (0: its CNN's projection, -1: the last block), or "
+                       "'all': every hidden state, mixed by a learned weighted sum (SUPERB)")
+
+
 def branches(text):
     """--branches: a comma list of MSIR's branches."""
     from msir_keras.config import ALL_BRANCHES
@@ -83,16 +100,18 @@ def feature_arguments(parser):
     from msir_keras.features import DEFAULT_CHECKPOINT, LLDConfig, LogMelConfig
 
     parser.add_argument("--store", default=ExperimentConfig().store, help="feature cache folder (default: %(default)s)")
-    parser.add_argument(
-        "--wav2vec2", default=DEFAULT_CHECKPOINT,
-        help="wav2vec 2.0 hub id or local checkpoint folder; 'off' leaves the wav2vec branch out "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--wav2vec2-layer", type=int, default=None, help="hidden layer (default: last)")
+    parser.add_argument("--upstream", "--wav2vec2", dest="wav2vec2", default=DEFAULT_CHECKPOINT, metavar="SOURCE",
+                        help=UPSTREAM_HELP + " (default: %(default)s)")
+    parser.add_argument("--upstream-layer", "--wav2vec2-layer", dest="wav2vec2_layer", type=upstream_layer,
+                        default=None, metavar="N|all", help=UPSTREAM_LAYER_HELP + " (default: the last)")
     parser.add_argument("--logmel-deltas", type=int, default=LogMelConfig().deltas, choices=[0, 1, 2],
                         help="1: 2D log-Mels (paper), 2: 3D (ACRNN) (default: %(default)s)")
     parser.add_argument("--lld-deltas", type=int, default=LLDConfig().deltas, choices=[0, 1, 2],
                         help="2: 3D-LLD (paper), 1: 2D, 0: 1D (default: %(default)s)")
+
+
+# Older names that keep working.
+ALIASES = {"--upstream-layer": ("--wav2vec2-layer",)}
 
 
 def dest(flag):
@@ -129,7 +148,8 @@ def config_flags(training=True):
                                           help="run only the first N folds of the split",
                                           default_text="all")),
         ("--store", "store", dict(help="feature cache folder")),
-        ("--wav2vec2-layer", "wav2vec2_layer", dict(type=int, help="hidden layer", default_text="the last")),
+        ("--upstream-layer", "wav2vec2_layer", dict(type=upstream_layer, help=UPSTREAM_LAYER_HELP,
+                                                    metavar="N|all", default_text="the last")),
         ("--strategy", "strategy", dict(choices=c.STRATEGIES, help="mirrored: every local GPU")),
         ("--precision", "precision", dict(choices=c.PRECISIONS, help="mixed_float16 on GPUs")),
         ("--jit-compile", "jit_compile", dict(action="store_const", const=True, help="XLA")),
@@ -173,13 +193,12 @@ def add_config_flags(parser, training=True, default_recipe="paper", exclude=()):
         options = dict(options)
         default = options.pop("default_text", getattr(defaults, field))
         options["help"] = (options.get("help", "") + f" (default: {default})").strip()
-        parser.add_argument(flag, default=None, **options)
+        parser.add_argument(flag, *ALIASES.get(flag, ()), dest=dest(flag), default=None, **options)
     parser.add_argument("--recipe", default=None, choices=list(RECIPES),
                         help="the training settings to start from; flags and --set change them (default: "
                         f"{default_recipe})")
-    parser.add_argument("--wav2vec2", default=None,
-                        help="wav2vec 2.0 hub id or local checkpoint folder; 'off' leaves the wav2vec branch "
-                        f"out (default: {defaults.wav2vec2})")
+    parser.add_argument("--upstream", "--wav2vec2", dest="wav2vec2", default=None, metavar="SOURCE",
+                        help=UPSTREAM_HELP + f" (default: {defaults.wav2vec2})")
     parser.add_argument("--dropout", type=limited("dropout", "--dropout"), default=None,
                         help="dropout before the fully connected layers (default: the preset's)")
     parser.add_argument("--logmel-deltas", type=int, default=None, choices=[0, 1, 2],

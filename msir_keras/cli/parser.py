@@ -63,7 +63,7 @@ def build_parser():
     run.add_argument("--branches", default=None,
                      help="MSIR branches, comma-separated, of cr, lld, w2v, func (func: the eGeMAPS functionals "
                      f"branch, early fusion) (default: {','.join(config.BRANCHES)}; without w2v under "
-                     "--wav2vec2 off)")
+                     "--upstream off)")
     run.add_argument("--no-baselines", action="store_true",
                      help="leave out the two SVM baselines trained on the same folds (default: trained and "
                      "reported beside the model)")
@@ -139,7 +139,8 @@ def build_parser():
     predict.add_argument("--fold", default=None, help="use one fold's model (default: average all)")
     predict.add_argument("--threshold", type=limited("threshold", "--threshold"), default=THRESHOLD,
                          help="detection decision threshold (default: %(default)s)")
-    predict.add_argument("--wav2vec2", default=None, help="where the model's wav2vec 2.0 checkpoint is now")
+    predict.add_argument("--upstream", "--wav2vec2", dest="wav2vec2", default=None, metavar="SOURCE",
+                         help="where the model's upstream (wav2vec 2.0, WavLM, ...) checkpoint is now")
     predict.add_argument("--batch-size", type=limited("batch_size", "--batch-size"), default=None,
                          help=f"files per forward pass (default: {PREDICT_BATCH}), or timeline windows "
                          f"(default: {TIMELINE_BATCH})")
