@@ -3,7 +3,8 @@
 `import msir_keras` is enough for `keras.saving.load_model` to read any model
 this package saves: the classes a `.keras` file names (MSIR, its layers, the
 focal loss, the UAR metric, ensembles, late fusion) are registered with
-Keras as soon as Keras is imported, before or after this package. Importing
+Keras as soon as Keras is imported, before or after this package (files
+saved before MSIR's backbone split load with `msir_keras.model.load_model`). Importing
 the package alone does not import Keras or TensorFlow, so the `msir`
 commands that need neither start in a fraction of a second.
 """

@@ -79,7 +79,8 @@ class MSIRBackbone(keras.Model):
         time_mask_width, feature_mask_width: float in [0, 1). A mask's
             largest width, as a share of the frames or of the dimensions.
         dtype: str or `keras.DTypePolicy` or None. Every layer's policy, e.g.
-            "mixed_float16"; None follows the global policy.
+            "mixed_float16", saved with the model; None follows the global
+            policy where the model is built, and where it is loaded again.
 
     Example:
     >>> backbone = MSIRBackbone(branches=("lld", "w2v"), lld_dim=65, w2v_dim=16, lld_lstm_units=8,
@@ -153,6 +154,8 @@ class MSIRBackbone(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         if dtype is not None:  # a functional model does not take its policy from its constructor
             self.dtype_policy = keras.dtype_policies.get(dtype)
+        # Saved only when given: a model built under a global mixed policy reloads under the loader's.
+        self._explicit_dtype = dtype is not None
 
         # === Config ===
         self.branches = branches
@@ -202,6 +205,8 @@ class MSIRBackbone(keras.Model):
 
     def get_config(self):
         config = super().get_config()
+        if not self._explicit_dtype:
+            config.pop("dtype", None)
         config.update({
             "branches": list(self.branches),
             "logmel_shape": list(self.logmel_shape),

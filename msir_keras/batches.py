@@ -61,7 +61,10 @@ class BucketedBatches(keras.utils.PyDataset):
             keeps a multiple of `replicas` rows (as `FeatureSet.dataset`
             does: the rest of a batch waits for another epoch's shuffle), an
             evaluation batch is filled up with copies of its last row that
-            weigh 0 (it then yields sample weights too).
+            weigh 0 (it then yields sample weights too: `val_uar` counts
+            only real rows, while Keras's `val_loss` and `val_accuracy`
+            divide by every row, so they read low; prediction batches are
+            never filled).
         **kwargs: PyDataset's `workers`, `use_multiprocessing`, `max_queue_size`.
 
     Yields:
@@ -96,7 +99,7 @@ class BucketedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         rows = self.batches[index]
         filled = len(rows)
-        if self.replicas > 1 and len(rows) % self.replicas:
+        if self.replicas > 1 and len(rows) % self.replicas and self.with_labels:
             rows = np.concatenate([rows, np.repeat(rows[-1:], self.replicas - len(rows) % self.replicas)])
         inputs = {}
         for name, arrays in self.data.features.items():
@@ -107,7 +110,7 @@ class BucketedBatches(keras.utils.PyDataset):
             inputs[name] = pad_batch(chosen, length)
         if not self.with_labels:
             return (inputs,)
-        if self.replicas > 1:
+        if self.replicas > 1 and not self.shuffle:  # evaluation: the filled rows weigh nothing
             return inputs, self.data.labels[rows], (np.arange(len(rows)) < filled).astype("float32")
         return inputs, self.data.labels[rows]
 

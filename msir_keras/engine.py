@@ -46,8 +46,9 @@ def build(config, input_shapes, class_names, normalization=None, feature_config=
             options["w2v_layers"], options["w2v_dim"] = shape
         elif name not in VECTOR_INPUTS:  # a vector input (functionals) has its set's fixed size
             options[INPUT_SIZE[name]] = shape if name == "logmel" else shape[0]
-    if replicas() > 1:
-        options.setdefault("synchronized_batch_norm", True)  # batch statistics over all replicas
+    if replicas() > 1 and keras_backend() == "tensorflow":
+        # Batch statistics over all replicas; under JAX's DataParallel the jitted step sees the global batch.
+        options.setdefault("synchronized_batch_norm", True)
     model = MSIR.from_preset(
         config.preset,
         num_classes=len(class_names),
@@ -92,6 +93,13 @@ def compile_model(model, config, target="classification", learning_rate=None, ji
         or (keras.backend.backend() != "tensorflow" and "auto"),
     )
     return model
+
+
+def keras_backend():
+    """The name of Keras's backend ("tensorflow", "jax", "torch"), importing Keras."""
+    import keras
+
+    return keras.backend.backend()
 
 
 def replicas():
@@ -229,6 +237,13 @@ def check_backend(config):
     import keras
 
     backend = keras.backend.backend()
+    if config.model_options.get("synchronized_batch_norm") and backend != "tensorflow":
+        raise ConfigError(f"synchronized_batch_norm is TensorFlow's; Keras runs on {backend} here (KERAS_BACKEND): "
+                          "leave it out (under JAX's --strategy mirrored each step sees the whole batch)")
+    if config.strategy == "mirrored" and backend == "jax" and config.tune:
+        raise ConfigError("--tune (and msir tune) with --strategy mirrored needs TensorFlow: keras-tuner "
+                          "distributes trials with tf.distribute only; under JAX search on one device "
+                          "(--strategy default)")
     if config.strategy == "mirrored" and backend not in ("tensorflow", "jax"):
         raise ConfigError(f"--strategy mirrored runs under TensorFlow or JAX; Keras runs on {backend} here "
                           "(KERAS_BACKEND): set KERAS_BACKEND=jax or use --strategy default")

@@ -84,6 +84,8 @@ def _load(obj, group, msir_class):
         if key == "layers":
             by_name = _saved_names(obj.layers)
             for name, layer_group in child.items():
+                if name not in by_name:
+                    raise ValueError(f"the file holds weights of a layer {name!r} that {obj.name} has no match for")
                 _load(by_name[name], layer_group, msir_class)
         elif isinstance(getattr(obj, key, None), keras.layers.Layer):
             _load(getattr(obj, key), child, msir_class)

@@ -44,6 +44,8 @@ def uar(y_true, y_pred, num_classes=None):
     test speaker without it, is left out of the mean, not counted as 0.
     `num_classes`, where given, checks the ids.
     """
+    if len(y_true) == 0:
+        return float("nan")  # no utterance: no figure
     if num_classes is not None:
         _check_ids(y_true, num_classes, "y_true")
         _check_ids(y_pred, num_classes, "y_pred")
@@ -52,11 +54,15 @@ def uar(y_true, y_pred, num_classes=None):
 
 def wa(y_true, y_pred):
     """Weighted accuracy: the plain accuracy."""
+    if len(y_true) == 0:
+        return float("nan")  # no utterance: no figure
     return float(_sklearn().accuracy_score(y_true, y_pred))
 
 
 def macro_f1(y_true, y_pred, num_classes=None):
     """scikit-learn's macro F1: the mean of per-class F1 over the classes in the truth or the predictions."""
+    if len(y_true) == 0:
+        return float("nan")  # no utterance: no figure
     if num_classes is not None:
         _check_ids(y_true, num_classes, "y_true")
         _check_ids(y_pred, num_classes, "y_pred")

@@ -75,6 +75,7 @@ class MSIR(keras.Model):
         super().__init__(inputs=inputs, outputs=softmax(x), **kwargs)
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
+        self._explicit_dtype = dtype is not None  # as MSIRBackbone: saved only when given
 
         # === Config ===
         self.backbone = backbone
@@ -107,6 +108,8 @@ class MSIR(keras.Model):
 
     def get_config(self):
         config = super().get_config()
+        if not self._explicit_dtype:
+            config.pop("dtype", None)
         config.update({
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
@@ -341,7 +344,7 @@ def load_model(path, compile=True):
         if is_legacy(path):
             return load_legacy(path, compile=compile)
         return keras.saving.load_model(path, compile=compile)
-    except (TypeError, ValueError, OSError) as error:
+    except (TypeError, ValueError, OSError, KeyError) as error:
         raise ConfigError(
             f"{path}: cannot load this model ({type(error).__name__}: {str(error).splitlines()[0]}); "
             "was it saved by this version of msir-keras?"

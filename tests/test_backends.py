@@ -90,9 +90,9 @@ def test_train_and_predict_under(backend, tmp_path, emodb_manifest, emodb_store,
              "--wav2vec2", "off", "--branches", "lld,func", "--preset", "tiny", "--folds", "2", "--max-folds", "1",
              "--epochs", "1", "--batch-size", "16", "--store", emodb_store.root, "--out", str(run)]
     environment = _environment(backend)
-    if backend == "jax":  # keras.distribution.DataParallel over two CPU devices, as over a machine's GPUs
-        environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-        train += ["--strategy", "mirrored"]
+    if backend == "jax":  # keras.distribution.DataParallel over two CPU devices, as over a machine's GPUs,
+        environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # with the CR branch's batch norm
+        train += ["--strategy", "mirrored", "--branches", "cr,lld,func", "--set", "class_weights=balanced"]
     result = subprocess.run(train, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     fold = next((run / "classification").iterdir())

@@ -1,7 +1,7 @@
 """Model files saved before MSIR was split into backbone, preprocessor and head still load.
 
 `tests/data/legacy/` holds an MSIR, a seed ensemble and a late-fused
-detector saved by msir-keras 707d669 (tiny preset, weights drawn away from
+classifier saved by msir-keras 707d669 (tiny preset, weights drawn away from
 their initialisation, random z-score statistics), with their inputs and
 outputs at the time.
 """

@@ -74,7 +74,7 @@ def named_extractors(names, logmel=None, lld=None, wav2vec2=None):
     """
     unknown = [name for name in names if name not in FEATURES]
     if unknown:
-        raise ConfigError(f"unknown features {unknown}; choose from {','.join(FEATURES)}")
+        raise ConfigError(f"--features: unknown {unknown}; choose from {','.join(FEATURES)}")
     if "w2v" in names and wav2vec2 is None:
         raise ConfigError("w2v features need a wav2vec 2.0 checkpoint (a hub id or a folder)")
     branch = branch_extractors(logmel, lld, wav2vec2 if "w2v" in names else None)
