@@ -48,6 +48,28 @@ def _mean_std(frame):
     return float(per_fold.mean()), std
 
 
+def upstream_label(config):
+    """How a table names the upstream a row's third branch read: None for the paper's (wav2vec 2.0 base,
+    last layer) or none; else the checkpoint's name and layer, e.g. "wavlm-base-plus, every layer"."""
+    from msir_keras.features import DEFAULT_CHECKPOINT
+
+    if config is None or config.wav2vec2 is None or "w2v" not in config.branches:
+        return None
+    layer = config.wav2vec2_layer
+    if config.wav2vec2 == DEFAULT_CHECKPOINT and layer is None:
+        return None
+    name = os.path.basename(config.wav2vec2.rstrip("/")) or config.wav2vec2
+    return name + ("" if layer is None else ", every layer" if layer == "all" else f", layer {layer}")
+
+
+def _row_name(row, parts):
+    """The paper's name of a row, or, where its runs read another upstream than the paper's, that one's."""
+    labels = sorted({label for p in parts if p.row == row["key"] for label in [upstream_label(p.config)] if label})
+    if not labels:
+        return row["name"]
+    return row["name"].replace("w2v-EN", labels[0]) if "w2v-EN" in row["name"] else f"{row['name']} ({labels[0]})"
+
+
 def table1(rows, parts, results, emotions):
     """Table 1: UAR and F1 (%, mean over emotions and folds, std over folds) per row, the paper's beside them."""
     records = []
@@ -60,7 +82,7 @@ def table1(rows, parts, results, emotions):
         waiting = [p.emotion for p in own if p.config is not None and p.folder not in results]
         if waiting:
             notes.append("not run yet: " + ", ".join(waiting))
-        record = {"key": row["key"], "row": row["name"]}
+        record = {"key": row["key"], "row": _row_name(row, parts)}
         frames = {figure: row_figures(parts, results, row["key"], figure, emotions) for figure in ("uar", "f1")}
         for figure, frame in frames.items():
             mean, std = _mean_std(frame) if not frame.empty else (np.nan, np.nan)
@@ -78,7 +100,7 @@ def table34(rows, parts, results, emotions, figure):
     records = []
     for row in sorted((r for r in rows if r["key"] in TABLE34_ROWS), key=lambda r: TABLE34_ROWS.index(r["key"])):
         frame = row_figures(parts, results, row["key"], figure, emotions) * 100
-        record = {"key": row["key"], "row": row["name"]}
+        record = {"key": row["key"], "row": _row_name(row, parts)}
         for emotion in emotions:
             mean = float(frame[emotion].mean()) if emotion in frame else np.nan
             paper = row.get("paper", {}).get(figure, {}).get(emotion, np.nan)
@@ -182,7 +204,9 @@ def _summed_confusion(folder, emotion):
 def report_markdown(base, parts, results, tables, figures, out, emotions):
     """report.md: what ran, how, the tables against the paper's, the figures, and the paper's ordering."""
     folds = sorted({f for p in parts if p.folder in results for f in results[p.folder]["emotions"][p.emotion]["folds"]})
-    w2v = "off (rows that need it are skipped, MSIR runs without it)" if base.wav2vec2 is None else base.wav2vec2
+    w2v = "off (rows that need it are skipped, MSIR runs without it)" if base.wav2vec2 is None else (
+        f"{base.wav2vec2}" + ("" if base.wav2vec2_layer is None else f", layer {base.wav2vec2_layer}")
+        + ("" if upstream_label(base) is None else " (not the paper's wav2vec 2.0 base: the rows name it)"))
     lines = [
         f"# The paper's tables on {base.corpus}",
         "",
@@ -191,7 +215,7 @@ def report_markdown(base, parts, results, tables, figures, out, emotions):
         f"- MSIR preset `{base.preset}`, recipe `{base.recipe}` (learning rate "
         + ("searched per fold on validation speakers, the paper's grid" if base.tune else f"{base.learning_rate:g}")
         + f", batch {base.batch_size}, up to {base.epochs} epochs, patience {base.patience}), seed {base.seed}",
-        f"- wav2vec 2.0: {w2v}",
+        f"- upstream of the third branch: {w2v}",
         "- every figure in %; Δ is this run minus the paper (IEMOCAP, session 5). Another corpus, or fewer folds, "
         "gives other numbers: the comparison is of orderings, not of values.",
         "",

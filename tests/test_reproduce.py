@@ -185,3 +185,19 @@ def test_every_row_end_to_end_on_an_iemocap_tree_in_a_new_process(tmp_path, tiny
     assert done.stdout.count("training ->") == 1 and "w2v-en / angry: training" in done.stdout
     assert done.stdout.count("finished before, reused") == 12  # 11 rows and the zeta point at 0.75
     assert (out / "runs" / "w2v-en" / "angry" / "metrics.json").exists()
+
+
+def test_tables_name_an_upstream_other_than_the_papers(tmp_path):
+    """With WavLM's every layer instead of wav2vec 2.0 base, the rows that read it say so; the others do not."""
+    from msir_keras.paper_tables import table1
+
+    rows = load_rows()
+    base = ExperimentConfig(corpus="emodb", root="x", wav2vec2="/checkpoints/wavlm-base-plus/", wav2vec2_layer="all")
+    table = table1(rows, plan(base, rows, ["angry"], str(tmp_path)), {}, ["angry"])
+    names = {row["key"]: row["name"] for row in rows}
+    assert table.loc["w2v-en", "row"] == "wavlm-base-plus, every layer"
+    assert table.loc["msir", "row"] == f"{names['msir']} (wavlm-base-plus, every layer)"
+    assert table.loc["acrnn-2d", "row"] == names["acrnn-2d"]
+    paper = table1(rows, plan(ExperimentConfig(corpus="emodb", root="x"), rows, ["angry"], str(tmp_path)), {},
+                   ["angry"])
+    assert list(paper["row"]) == [row["name"] for row in rows]
