@@ -189,6 +189,8 @@ class ExperimentConfig:
     def __post_init__(self):
         self.targets = tuple(self.targets)
         self.branches = tuple(self.branches)
+        if not isinstance(self.speeds, (list, tuple)) or not all(_is_number(f) for f in self.speeds):
+            raise ConfigError(f"speeds: a list of factors, e.g. --set speeds=[0.9,1.1], got {self.speeds!r}")
         self.speeds = tuple(float(f) for f in self.speeds)
         for factor in self.speeds:
             if not 0.5 < factor < 2.0 or factor == 1.0:
@@ -235,6 +237,8 @@ class ExperimentConfig:
         zetas = [] if self.zeta is None else (self.zeta if isinstance(self.zeta, (list, tuple)) else [self.zeta])
         for value in zetas:
             check_limit("zeta", value)
+        for name, value in self.model_options.items():
+            _check_model_option(name, value)
         for name in ("dropout", "time_masks", "time_mask_width", "feature_masks", "feature_mask_width"):
             if name in self.model_options:
                 check_limit(name, self.model_options[name])
@@ -350,3 +354,26 @@ class ExperimentConfig:
             z = PAPER_ZETA.get(target, 0.5) if self.zeta is None else float(self.zeta)
             return [1.0 - z, z]
         return ZETA if self.zeta is None else self.zeta
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_model_option(name, value):
+    """An MSIR argument (`model_options`, `--set`) of the paper preset's kind: ConfigError naming it, before any work."""
+    if name not in MODEL_ARGUMENTS:
+        raise ConfigError(f"model_options: {name!r} is not an MSIR argument; known: {sorted(MODEL_ARGUMENTS)}")
+    default = presets.PAPER[name]
+    if isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(v) and v > 0 for v in value)
+        example = list(default)
+    elif isinstance(default, bool):
+        ok, example = isinstance(value, bool), "true"
+    elif default is None:  # w2v_layers: set from the features, or a count
+        ok, example = value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0), 13
+    else:
+        ok, example = _is_number(value) and value >= 0, default
+    if not ok:
+        raise ConfigError(f"--set {name}: {value!r} is not a value of its kind; e.g. --set {name}="
+                          + (json.dumps(example, separators=(",", ":")) if not isinstance(example, str) else example))

@@ -123,3 +123,11 @@ def test_what_a_backend_cannot_run_is_refused_before_any_work(tmp_path, emodb_ma
         assert result.returncode == 2, result.stderr[-2000:]
         assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not out.exists() and not (tmp_path / "store").exists()
+    # No TensorFlow and no KERAS_BACKEND: Keras's default backend is missing, said in one line.
+    environment = {k: v for k, v in _environment("jax").items() if k != "KERAS_BACKEND"}
+    environment["KERAS_HOME"] = str(tmp_path / "keras-home")
+    result = subprocess.run([*base, "--out", str(tmp_path / "default")], env=environment, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "msir train: error: Keras's backend is tensorflow, which is not installed here: set KERAS_BACKEND=jax "
+        "(installed here)"), result.stderr

@@ -54,6 +54,27 @@ def _import_tensorflow_quietly():
                 print(line, file=sys.stderr)
 
 
+def _backend_problem():
+    """Why Keras cannot start here (its backend's package is not installed), or None; imports nothing."""
+    import importlib.util
+    import json
+
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None:  # Keras's own setting, else its default
+        config = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "keras.json")
+        try:
+            with open(config) as handle:
+                backend = json.load(handle).get("backend")
+        except (OSError, ValueError):
+            pass
+    backend = backend or "tensorflow"
+    if importlib.util.find_spec(backend) is None:
+        others = [b for b in ("tensorflow", "jax", "torch") if b != backend and importlib.util.find_spec(b)]
+        hint = f"set KERAS_BACKEND={others[0]} (installed here)" if others else "pip install tensorflow"
+        return f"Keras's backend is {backend}, which is not installed here: {hint}"
+    return None
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
@@ -65,6 +86,11 @@ def main(argv=None):
     loud = args.debug or getattr(args, "verbose", False)
     if not loud:
         _quiet_tensorflow()
+    if args.command in TENSORFLOW_COMMANDS:
+        problem = _backend_problem()
+        if problem:
+            print(f"msir {args.command}: error: {problem}", file=sys.stderr)
+            return 2
     if args.command in TENSORFLOW_COMMANDS and not loud:
         # TensorFlow's start-up lines and its retracing notices would bury the package's
         # one-line messages; --verbose or --debug shows them.

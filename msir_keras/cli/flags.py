@@ -150,7 +150,9 @@ def config_flags(training=True):
         ("--store", "store", dict(help="feature cache folder")),
         ("--upstream-layer", "wav2vec2_layer", dict(type=upstream_layer, help=UPSTREAM_LAYER_HELP,
                                                     metavar="N|all", default_text="the last")),
-        ("--strategy", "strategy", dict(choices=c.STRATEGIES, help="mirrored: every local GPU")),
+        ("--strategy", "strategy", dict(choices=c.STRATEGIES, help="mirrored: data parallel over every local "
+                                         "device (TensorFlow: MirroredStrategy; JAX: keras.distribution."
+                                         "DataParallel)")),
         ("--precision", "precision", dict(choices=c.PRECISIONS, help="mixed_float16 on GPUs")),
         ("--jit-compile", "jit_compile", dict(action="store_const", const=True, help="XLA")),
         ("--tensorboard", "tensorboard", dict(action="store_const", const=True,
