@@ -53,8 +53,9 @@ def upstream_label(config):
     last layer) or none; else the checkpoint's name and layer, e.g. "wavlm-base-plus, every layer"."""
     from msir_keras.features import DEFAULT_CHECKPOINT
 
-    if config is None or config.wav2vec2 is None or "w2v" not in config.branches:
-        return None
+    if config is None or config.model not in ("msir", "fusion") or config.wav2vec2 is None \
+            or "w2v" not in config.branches:
+        return None  # an SVM, or a row without the third branch
     layer = config.wav2vec2_layer
     if config.wav2vec2 == DEFAULT_CHECKPOINT and layer is None:
         return None

@@ -166,7 +166,10 @@ def test_every_row_end_to_end_on_an_iemocap_tree_in_a_new_process(tmp_path, tiny
                 "zeta.md", "fig2_uar.png", "fig3_f1.png", "fig4_confusion.png", "fig5_zeta.png", "report.md"}
     assert expected <= set(os.listdir(out))
     table = pd.read_csv(out / "table1.csv", index_col="key")
-    assert list(table["row"]) == list(PAPER_TABLE1)
+    # The rows that read the third branch name its upstream (a tiny random checkpoint, not the paper's).
+    named = [n.replace("w2v-EN", "tiny") if "w2v-EN" in n else f"{n} (tiny)" if n.startswith("MSIR") else n
+             for n in PAPER_TABLE1]
+    assert list(table["row"]) == named
     assert table["UAR"].isna().sum() == 1 and "not reproduced" in table.loc["mlai", "note"]
     assert table.drop(index="mlai")["UAR"].between(0, 100).all()
     for number in (3, 4):
