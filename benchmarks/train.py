@@ -2,13 +2,12 @@
 
 For the `small` and `paper` presets, on EmoDB's 339 four-class utterances,
 pipelines side by side, each timed over whole epochs (every batch once, so
-long and short batches count alike): the tf.data pipeline
-(`FeatureSet.dataset`: ragged tensors, in-graph length buckets, prefetch),
-the backend-neutral PyDataset making the same batches in numpy
-(`FeatureSet.batches`, what JAX and PyTorch train on), under TensorFlow
-and, as `PyDataset@torch` and `PyDataset@jax`, under those backends
-(JAX: padded to a multiple of 32 frames, one untimed epoch compiling the
-shapes first), the Python generator tf.data replaced (`from_generator`),
+long and short batches count alike), after one untimed epoch (tracing; JAX
+compiling every shape): the package's pipeline (`FeatureSet.pipeline`:
+length-bucketed numpy batches of a Keras PyDataset) under TensorFlow and,
+as `PyDataset@torch` and `PyDataset@jax`, under those backends (JAX: padded
+to a multiple of 32 frames); the tf.data pipeline it replaced
+(`tfdata_reference.py`: ragged tensors, in-graph length buckets, prefetch);
 and tf.data padded to the longest utterance of the set. For each:
 utterances per second over timed training steps (after one warm-up step or
 epoch), the padded share of the frames, and the peak resident memory of
@@ -39,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Pipelines, each in its own process; NAME@BACKEND runs under that Keras backend (TensorFlow otherwise).
-PIPELINES = ("tf.data", "PyDataset", "generator", "padded-to-longest", "PyDataset@torch", "PyDataset@jax")
+PIPELINES = ("tf.data", "PyDataset", "padded-to-longest", "PyDataset@torch", "PyDataset@jax")
 EMODB = os.path.join(HERE, "..", "..", "shared", "data", "emodb")
 
 
@@ -61,41 +60,24 @@ def _features(store):
     return data
 
 
-def generator_dataset(data, batch_size, seed=0, bucket_batches=8):
-    """The pipeline the tf.data one replaced: buckets cut in Python, fed by `from_generator`."""
-    import numpy as np
-    import tensorflow as tf
-
-    from msir_keras.batches import bucket_plan
-    from msir_keras.data import pad_batch
-
-    rng = np.random.default_rng(seed)
-    lengths = data.lengths()
-
-    def batches():
-        for rows in bucket_plan(lengths, batch_size, bucket_batches, rng):
-            yield {n: pad_batch([a[i] for i in rows]) for n, a in data.features.items()}, data.labels[rows]
-
-    spec = {n: tf.TensorSpec((None, None, *a[0].shape[1:]), tf.float32) for n, a in data.features.items()}
-    return tf.data.Dataset.from_generator(batches, output_signature=(spec, tf.TensorSpec((None,), tf.int64)))
-
-
-def _padded_fraction(dataset, steps):
+def _padded_fraction(dataset, batches):
     real = padded = 0
-    batches = dataset.take(steps) if hasattr(dataset, "take") else (dataset[i] for i in range(len(dataset)))
-    for inputs, _ in batches:
+    epoch = dataset.take(batches) if hasattr(dataset, "take") else (dataset[i] for i in range(len(dataset)))
+    for inputs, _ in epoch:
         frames = np.asarray(inputs["logmel"])
         padded += frames.shape[0] * frames.shape[1]
         real += int(np.count_nonzero(np.any(frames.reshape(*frames.shape[:2], -1) != 0, axis=-1)))
     return 1 - real / padded
 
 
-def _batches_per_epoch(data, pipeline, batch_size):
+def _dataset(data, pipeline, batch_size):
+    """One training epoch's batches, by the named pipeline, and their number."""
     if pipeline == "PyDataset":
-        return len(data.batches(batch_size))
-    if pipeline == "generator":
-        return sum(1 for _ in generator_dataset(data, batch_size))
-    return int(data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").cardinality())
+        return data.pipeline(batch_size, shuffle=True), len(data.batches(batch_size))
+    from tfdata_reference import tfdata_dataset
+
+    dataset = tfdata_dataset(data, batch_size, shuffle=True, bucketing=pipeline == "tf.data")
+    return dataset, int(dataset.cardinality())
 
 
 def measure(preset, pipeline, epochs, batch_size, utterances, store):
@@ -116,20 +98,11 @@ def measure(preset, pipeline, epochs, batch_size, utterances, store):
     model = engine.build(config, data.frame_shapes(), ["angry", "happy", "neutral", "sad"],
                          data.fit_normalization())
     engine.compile_model(model, config)
-    steps = epochs * _batches_per_epoch(data, pipeline, batch_size)
-    if pipeline == "PyDataset":  # Keras's backend-neutral pipeline, as FeatureSet.pipeline gives it
-        dataset = data.pipeline(batch_size, shuffle=True) if backend != "tensorflow" else data.batches(batch_size)
-        model.fit(dataset, epochs=1, verbose=0)  # tracing (JAX: compiling every shape) over one epoch
-        started = time.perf_counter()
-        model.fit(dataset, epochs=epochs, verbose=0)
-    else:
-        if pipeline == "generator":
-            dataset = generator_dataset(data, batch_size).repeat()
-        else:
-            dataset = data.dataset(batch_size, shuffle=True, bucketing=pipeline == "tf.data").repeat()
-        model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)  # tracing
-        started = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    dataset, batches = _dataset(data, pipeline, batch_size)
+    steps = epochs * batches
+    model.fit(dataset, epochs=1, shuffle=False, verbose=0)  # tracing (JAX: compiling every shape) over one epoch
+    started = time.perf_counter()
+    model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
@@ -137,7 +110,7 @@ def measure(preset, pipeline, epochs, batch_size, utterances, store):
         "epochs": epochs, "steps": steps,
         "utterances_per_second": round(epochs * data.size / seconds, 2),
         "seconds_per_epoch": round(seconds / epochs, 2),
-        "padded_fraction": round(_padded_fraction(dataset, steps), 3),
+        "padded_fraction": round(_padded_fraction(dataset, batches), 3),
         "peak_rss_mb": round(peak), "peak_rss_above_data_mb": round(peak - baseline),
     }))
 

@@ -1,8 +1,8 @@
 """Length-bucketed, padded batches for Keras on any backend (TensorFlow, JAX, PyTorch).
 
 `BucketedBatches` is a `keras.utils.PyDataset` over a `FeatureSet`: numpy
-batches, no TensorFlow. It makes the batches the tf.data pipeline
-(`FeatureSet.dataset`) makes: a training epoch shuffles the utterances
+batches, no TensorFlow, the package's one input pipeline on every backend
+(`FeatureSet.pipeline`). A training epoch shuffles the utterances
 (each epoch's order is a function of the seed and its number alone), sorts each
 window of `bucket_batches` batches by length, cuts it into batches and
 shuffles the batches, so every epoch has the same number of batches with
@@ -124,3 +124,36 @@ class BucketedBatches(keras.utils.PyDataset):
         if self.shuffle:
             self.epoch += 1
             self.batches = self._plan()
+
+
+def tensorflow_dataset(batches):
+    """`batches` (a BucketedBatches) as the tf.data.Dataset Keras's TensorFlow trainer runs.
+
+    Keras's own adapter reads a PyDataset's element shapes from its first
+    two batches: two of equal length would fix the time axis, and the first
+    longer batch would then fail. This signature leaves the batch and time
+    axes open. Each pass starts a new epoch's plan, as Keras's
+    `on_epoch_end` does for a PyDataset (once before the first epoch too).
+
+    Args:
+        batches: BucketedBatches.
+
+    Returns:
+        A tf.data.Dataset of the same batches, with its cardinality, prefetched.
+    """
+    import tensorflow as tf
+
+    def spec(array, open_axes):
+        return tf.TensorSpec((None,) * open_axes + array.shape[open_axes:], tf.as_dtype(array.dtype))
+
+    first = batches[0]
+    inputs = {name: spec(value, 2 if value.ndim > 2 else 1) for name, value in first[0].items()}
+    signature = (inputs, *(spec(value, 1) for value in first[1:]))
+
+    def epoch():
+        batches.on_epoch_end()
+        for index in range(len(batches)):
+            yield batches[index]
+
+    dataset = tf.data.Dataset.from_generator(epoch, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)

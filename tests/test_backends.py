@@ -3,8 +3,8 @@
 The GPU machine this project is lent has JAX and PyTorch but no TensorFlow:
 these tests hide TensorFlow (`no_tensorflow/sitecustomize.py`) and run the
 model, layer, loss and metric tests, then a tiny `msir train` and a
-fresh-process `msir predict`, under each backend. The backend-neutral input
-pipeline is checked here against tf.data.
+fresh-process `msir predict`, under each backend. The input pipeline's
+batches are checked here, and what TensorFlow's trainer reads of them.
 """
 
 import json
@@ -36,11 +36,14 @@ def _features(seed=0, count=37):
                       rng.integers(0, 4, count))
 
 
-def test_the_neutral_pipeline_makes_tf_datas_batches():
-    """Prediction batches are tf.data's exactly; a training epoch holds every utterance once, in as many
-    batches as tf.data's, each batch cut from a window sorted by length; epochs differ, seeds repeat."""
+def test_the_pipeline_buckets_by_length_and_tensorflow_reads_the_same_batches():
+    """TensorFlow's trainer reads the PyDataset's prediction batches exactly; a training epoch holds every
+    utterance once, in as many batches as the dataset's cardinality, each batch cut from a window sorted by
+    length; epochs differ, seeds repeat."""
+    from msir_keras.batches import tensorflow_dataset
+
     data = _features()
-    expected = list(data.dataset(8, shuffle=False, with_labels=False))
+    expected = list(data.pipeline(8, shuffle=False, with_labels=False))  # TensorFlow: a tf.data.Dataset
     got = data.batches(8, shuffle=False, with_labels=False)
     assert len(got) == len(expected)
     for index, (reference,) in enumerate(expected):
@@ -49,7 +52,7 @@ def test_the_neutral_pipeline_makes_tf_datas_batches():
             np.testing.assert_array_equal(batch[name], reference[name].numpy())
 
     training = data.batches(8, shuffle=True, seed=3, bucket_batches=2)
-    assert len(training) == int(data.dataset(8, shuffle=True, bucket_batches=2).cardinality())
+    assert len(training) == int(tensorflow_dataset(data.batches(8, shuffle=True, bucket_batches=2)).cardinality())
     epochs = []
     for _ in range(2):
         rows = [training.batches[i] for i in range(len(training))]

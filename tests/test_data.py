@@ -72,18 +72,18 @@ def test_buckets_cut_padding_and_the_batch_order_follows_seed_and_epoch():
     data = _set(lengths, labels=np.arange(300))
     assert data.padded_fraction(32) < 0.5 * data.padded_fraction(32, bucketing=False)
     # Two trials with the same seed see the same batches, epoch by epoch; a new epoch regroups.
-    first, again = data.dataset(32, seed=3), data.dataset(32, seed=3)
+    first, again = data.pipeline(32, seed=3), data.pipeline(32, seed=3)
     epochs = [_batches(first), _batches(first)]
     assert epochs == [_batches(again), _batches(again)]
     assert epochs[0] != epochs[1]
-    assert _batches(data.dataset(32, seed=4)) != epochs[0]
+    assert _batches(data.pipeline(32, seed=4)) != epochs[0]
     assert sorted(sum(epochs[0], [])) == list(range(300))
 
 
-def test_dataset_yields_each_utterance_once_per_epoch_with_its_label():
+def test_the_pipeline_yields_each_utterance_once_per_epoch_with_its_label():
     lengths = RNG.integers(5, 60, size=37)
     data = _set(lengths, labels=np.arange(37) % 4)
-    dataset = data.dataset(batch_size=8, seed=1)
+    dataset = data.pipeline(batch_size=8, seed=1)
     for _ in range(2):
         seen = []
         for inputs, labels in dataset:
@@ -97,7 +97,23 @@ def test_dataset_yields_each_utterance_once_per_epoch_with_its_label():
                 seen.append(match[0])
         assert sorted(seen) == list(range(37))
     with pytest.raises(ValueError, match="labels"):
-        _set([3, 4]).dataset()
+        _set([3, 4]).pipeline()
+
+
+def test_batches_of_equal_length_first_do_not_fix_the_time_axis():
+    """Keras's own PyDataset adapter takes its shapes from the first two batches: equal lengths there
+    would fix the time axis and fail on the first longer batch. The pipeline leaves it open."""
+    import keras
+
+    data = FeatureSet({"lld": [np.ones((n, 3), np.float32) for n in (10, 10, 10, 10, 12, 12)]}, np.zeros(6, int))
+    inputs = keras.Input((None, 3), name="lld")
+    model = keras.Model({"lld": inputs}, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling1D()(inputs)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert [len(r) for r in data.batches(2, shuffle=False).batches] == [2, 2, 2]
+    history = model.fit(data.pipeline(2, shuffle=False), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(data.pipeline(2, shuffle=False, with_labels=False), verbose=0).shape == (6, 2)
 
 
 def test_predict_returns_rows_in_the_sets_order():

@@ -241,7 +241,7 @@ def test_functionals_branch_learns_emotions_from_egemaps(egemaps):
     model.set_normalization(train.fit_normalization())
     keras.utils.set_random_seed(0)
     compile_model(model, ExperimentConfig(corpus="emodb", root="", wav2vec2=None), learning_rate=3e-3)
-    model.fit(train.dataset(32, seed=0), epochs=30, verbose=0)
+    model.fit(train.pipeline(32, seed=0), epochs=30, verbose=0)
     predicted = FeatureSet({"egemaps": list(x[test])}).predict(model, 32).argmax(axis=1)
     assert uar(y[test], predicted, 4) > 0.6
 

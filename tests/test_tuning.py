@@ -130,7 +130,7 @@ MIRRORED = textwrap.dedent("""
     mirrored, _ = built(mirrored_strategy)
     mirrored.set_weights(start)
     # The same global batches: 16 on one device, 8 per replica on two.
-    dataset = data.dataset(16, shuffle=False)
+    dataset = data.pipeline(16, shuffle=False)
     loss_single = single.evaluate(dataset, verbose=0, return_dict=True)["loss"]
     with mirrored_strategy.scope():
         loss_mirrored = mirrored.evaluate(dataset, verbose=0, return_dict=True)["loss"]
@@ -140,15 +140,15 @@ MIRRORED = textwrap.dedent("""
     # Length buckets leave odd rests (and 33 = 2 x 16 + 1): cut to multiples of the replica count.
     part = data.subset(range(33))
     with mirrored_strategy.scope():
-        tiny_loss = mirrored.fit(part.dataset(16, shuffle=True, replicas=2), epochs=1, verbose=0).history["loss"][0]
+        tiny_loss = mirrored.fit(part.pipeline(16, shuffle=True, replicas=2), epochs=1, verbose=0).history["loss"][0]
     # Evaluation sets of any size, the val_uar of one device: 5 < one batch, 17 = 16 + 1, 21 = 16 + 5.
     mirrored.set_weights(single.get_weights())
     evaluations = []
     for size in (5, 17, 21):
         part = data.subset(range(size))
-        one = single.evaluate(part.dataset(16, shuffle=False), verbose=0, return_dict=True)
+        one = single.evaluate(part.pipeline(16, shuffle=False), verbose=0, return_dict=True)
         with mirrored_strategy.scope():
-            two = mirrored.evaluate(part.dataset(16, shuffle=False, replicas=2), verbose=0, return_dict=True)
+            two = mirrored.evaluate(part.pipeline(16, shuffle=False, replicas=2), verbose=0, return_dict=True)
         evaluations.append([one["uar"], two["uar"], one["loss"], two["loss"]])
     print(json.dumps({"replicas": mirrored_strategy.num_replicas_in_sync, "evaluations": evaluations,
                       "synchronized": bool(mirrored.backbone.get_layer("cr_branch").get_layer("bn1").synchronized),
