@@ -35,12 +35,23 @@ def export_model(model, folder):
     return folder
 
 
-def export_run(path, out):
+def export_run(path, out, overwrite=False):
     """Exports every model of a run (or one model folder) as SavedModels under `out`.
+
+    Args:
+        path: str. A run folder or one fold's folder.
+        out: str. The export folder.
+        overwrite: bool, defaults to False. Whether to write into a folder that already holds files.
 
     Returns:
         The list of written folders.
+
+    Raises:
+        ValueError: `out` already holds files and `overwrite` is False, or `path` is an export.
     """
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"{out} already holds files; choose another --out, or pass --overwrite to replace "
+                         "the models there")
     written = []
     for (target, fold), folder in model_folders(path).items():
         loaded = LoadedModel(folder, keras=True)

@@ -81,6 +81,7 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
         ("classification/evaluate", ["evaluate", models["classification"], "--store", store]),
         ("classification/export", ["export", models["classification"], "--out", str(folder / "export")]),
         ("classification/exported", ["predict", *wavs, "--model", str(folder / "export"), "--json"]),
+        ("classification/export-again", ["export", models["classification"], "--out", str(folder / "export")]),
         ("classification/timeline", ["predict", str(long), "--model", models["classification"], "--window", "2",
                                      "--hop", "0.5", "--out", str(folder / "timeline")]),
         ("ensemble/predict", ["predict", *wavs, "--model", models["ensemble"], "--json"]),
@@ -230,6 +231,7 @@ def test_timeline_of_a_long_recording(fresh, runs, wavs):
     ("bad/extract", 2, (">= 1",)),
     ("bad/inspect", 2, ("missing column(s) ['path'",)),
     ("bad/export", 2, ("no model here",)),
+    ("classification/export-again", 2, ("already holds files", "--overwrite")),
 ])
 def test_each_command_refuses_bad_input_in_a_new_process(fresh, name, status, says):
     results, _ = fresh

@@ -204,7 +204,7 @@ def cmd_reproduce(args):
 def cmd_export(args):
     from msir_keras.export import export_run
 
-    for folder in export_run(args.model, args.out):
+    for folder in export_run(args.model, args.out, overwrite=args.overwrite):
         print(f"SavedModel written to {folder}")
     return 0
 

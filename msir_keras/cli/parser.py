@@ -130,7 +130,8 @@ def build_parser():
 
     export = subparsers.add_parser("export", help="write TensorFlow SavedModels of a run's models")
     export.add_argument("model", help="a run folder or one fold's folder")
-    export.add_argument("--out", required=True, help="the export folder")
+    export.add_argument("--out", required=True, help="the export folder (refused if it holds files)")
+    export.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
     export.set_defaults(handler=commands.cmd_export)
 
     predict = subparsers.add_parser("predict", help="per-emotion probabilities of audio files")
