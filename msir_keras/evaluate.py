@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -63,6 +64,10 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     if cross:
         if root is None:
             raise ValueError("--corpus needs --root")
+        if corpus == config.corpus and _same_place(root, config.root):
+            warnings.warn(f"{run} was trained on this corpus ({corpus} at {root}): tested whole, every fold "
+                          "model also scores its own training speakers, so the figures are optimistic; "
+                          f"`msir evaluate {run}` alone retests each fold on its held-out speakers")
         config = dataclasses.replace(config, corpus=corpus, root=root)
     if store is not None:
         config = dataclasses.replace(config, store=store)
@@ -97,6 +102,13 @@ def evaluate_run(run, corpus=None, root=None, store=None, out=None, log=print):
     metrics = write_results(out, summarise(config, results), log)
     log(f"evaluation written to {out}")
     return metrics
+
+
+def _same_place(path, other):
+    """Whether two corpus roots name the same place (the run's may be relative to where it was trained)."""
+    if os.path.exists(other):
+        return os.path.realpath(path) == os.path.realpath(other)
+    return os.path.basename(os.path.normpath(path)) == os.path.basename(os.path.normpath(other))
 
 
 def _trained_classes(folder):

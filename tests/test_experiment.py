@@ -182,8 +182,10 @@ def test_every_label_of_a_corpus_with_emotions_all(emodb_root, emodb_store, tmp_
 
 
 @pytest.mark.slow
-def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store, emodb, tmp_path):
-    """A two-fold run tested on one speaker of another corpus: no folds are made there."""
+def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store, emodb, emodb_manifest, tmp_path,
+                                                               capsys):
+    """A two-fold run tested on one speaker of another corpus: no folds are made there. Tested on its own
+    corpus whole, the run is warned that every fold model scores its training speakers too."""
     from sklearn.metrics import balanced_accuracy_score
 
     from msir_keras.detector import Detector
@@ -194,6 +196,10 @@ def test_cross_corpus_tests_every_fold_model_and_their_average(runs, emodb_store
     manifest = tmp_path / "speaker11.csv"
     other.to_csv(manifest, index=False)
     assert main(["evaluate", str(out), "--corpus", "manifest", "--root", str(manifest), "--store", str(store)]) == 0
+    assert "training speakers" not in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--corpus", "manifest", "--root", emodb_manifest, "--store", str(store),
+                 "--out", str(tmp_path / "own")]) == 0
+    assert "also scores its own training speakers" in capsys.readouterr().err
     metrics = json.loads((out / "evaluation-manifest-speaker11" / "metrics.json").read_text())
     folds = sorted(os.listdir(out / "classification"))
     assert list(metrics["folds"]) == folds + ["fold-average"]
