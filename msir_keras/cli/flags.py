@@ -183,8 +183,15 @@ def config_flags(training=True):
     return flags
 
 
-def add_config_flags(parser, training=True, default_recipe="paper", exclude=()):
-    """Adds the flags that make an ExperimentConfig; every default shown is `default_recipe`'s config's."""
+RUN_OUT_HELP = ("run folder (default: runs/<corpus>-<model>)",
+                "replace an existing run folder (kept until the new run has finished)")
+
+
+def add_config_flags(parser, training=True, default_recipe="paper", exclude=(), out_help=RUN_OUT_HELP):
+    """Adds the flags that make an ExperimentConfig; every default shown is `default_recipe`'s config's.
+
+    `out_help`: the help of --out and --overwrite, for a command whose output is not one run folder.
+    """
     from msir_keras.config import RECIPES, ExperimentConfig
     from msir_keras.features import LLDConfig, LogMelConfig
 
@@ -207,9 +214,8 @@ def add_config_flags(parser, training=True, default_recipe="paper", exclude=()):
                         help=f"1: 2D log-Mels (paper), 2: 3D (ACRNN) (default: {LogMelConfig().deltas})")
     parser.add_argument("--lld-deltas", type=int, default=None, choices=[0, 1, 2],
                         help=f"2: 3D-LLD (paper), 1: 2D, 0: 1D (default: {LLDConfig().deltas})")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<corpus>-<model>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run folder (kept until the new run has finished)")
+    parser.add_argument("--out", default=None, help=out_help[0])
+    parser.add_argument("--overwrite", action="store_true", help=out_help[1])
     parser.add_argument("--verbose", action="store_true", help="Keras's progress bar per epoch")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config field or MSIR argument, e.g. --set weight_decay=1e-4")

@@ -109,7 +109,10 @@ def build_parser():
     reproduce = subparsers.add_parser("reproduce", help="the paper's Tables 1, 3, 4 and Figs. 2-5 from runs of "
                                       "every Table 1 row, on any corpus")
     corpus_arguments(reproduce)
-    add_config_flags(reproduce, training=False, exclude=("--emotions",))
+    add_config_flags(reproduce, training=False, exclude=("--emotions",), out_help=(
+        "the results folder: tables, figures, and a run folder per row under runs/ (default: "
+        "results/reproduce-<corpus>)",
+        "retrain a row whose finished run was made with other settings than these"))
     reproduce.add_argument("--emotions", default=None,
                            help=f"target emotions, comma-separated (default: all four, {','.join(FOUR_CLASSES)})")
     reproduce.add_argument("--rows", default=None,
