@@ -157,8 +157,9 @@ def create_app(detector, path, limits=None):
         loop = asyncio.get_running_loop()
 
         async def work():
-            features, duration, warnings = await loop.run_in_executor(pool, prepare, data, name)
-            result = await batcher.score(features)
+            with batcher.expect():
+                features, duration, warnings = await loop.run_in_executor(pool, prepare, data, name)
+                result = await batcher.score(features)
             if isinstance(result, str):
                 raise AudioError(name, result)
             return {"name": name, "duration": round(duration, 4), **_summary(result), "warnings": warnings}
