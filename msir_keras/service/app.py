@@ -16,19 +16,18 @@ import contextlib
 import hmac
 import io
 import json
-import logging
 import os
 import threading
 import time
 
 from msir_keras.audio import SAMPLE_RATE, AudioError, read_audio
+from msir_keras.detector import HOPS_PER_WINDOW, TIMELINE_WINDOW
 from msir_keras.service.batcher import Batcher, Cancelled
 from msir_keras.service.limits import Limits
 from msir_keras.service.uploads import MB, RequestProblem, audio_part, read_body
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 POLL = 0.05  # seconds between checks that a waiting client is still connected
-logger = logging.getLogger("msir_keras.service")
 
 
 def _json(content, status=200):
@@ -167,7 +166,7 @@ def create_app(detector, path, limits=None):
         return _json(await while_connected(request, work()))
 
     async def timeline(request):
-        window = _seconds(request, "window", 4.0)
+        window = _seconds(request, "window", TIMELINE_WINDOW)
         hop = _seconds(request, "hop", None)
         data, name = await audio(request)
         cancelled = threading.Event()
@@ -177,7 +176,7 @@ def create_app(detector, path, limits=None):
             table = detector.signal_timeline(signal, name, window=window, hop=hop,
                                              forward=lambda inputs: batcher.forward(inputs, cancelled))
             return {"name": name, "duration": round(len(signal) / SAMPLE_RATE, 4), "window": window,
-                    "hop": hop if hop is not None else window / 4, "warnings": warnings,
+                    "hop": hop if hop is not None else window / HOPS_PER_WINDOW, "warnings": warnings,
                     "windows": table.to_dict(orient="records")}
 
         future = asyncio.get_running_loop().run_in_executor(pool, work)
