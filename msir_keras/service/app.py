@@ -27,6 +27,7 @@ from msir_keras.service.limits import Limits
 from msir_keras.service.uploads import MB, RequestProblem, audio_part, read_body
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
+MAX_WINDOWS = 20000  # windows per timeline at most (22 hours of audio at a 1 s hop)
 POLL = 0.05  # seconds between checks that a waiting client is still connected
 
 
@@ -173,6 +174,10 @@ def create_app(detector, path, limits=None):
 
         def work():
             signal, warnings = decode(data, name)
+            windows = len(signal) / SAMPLE_RATE / (hop or window / HOPS_PER_WINDOW)
+            if windows > MAX_WINDOWS:
+                raise RequestProblem(400, f"about {windows:.0f} windows, more than the {MAX_WINDOWS} a timeline "
+                                          "gives at most: choose a longer hop")
             table = detector.signal_timeline(signal, name, window=window, hop=hop,
                                              forward=lambda inputs: batcher.forward(inputs, cancelled))
             return {"name": name, "duration": round(len(signal) / SAMPLE_RATE, 4), "window": window,

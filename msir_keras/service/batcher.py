@@ -23,7 +23,7 @@ import time
 
 from msir_keras.detector import PREDICT_BATCH
 
-MAX_WAIT = 0.1  # seconds a batch stays open at most for requests still being decoded and extracted
+MAX_WAIT = 1.0  # seconds a batch stays open at most for requests still being decoded and extracted
 
 
 class Cancelled(Exception):
@@ -41,7 +41,7 @@ class Batcher:
     Args:
         detector: `msir_keras.detector.Detector`.
         batch_size: int, defaults to `PREDICT_BATCH` (16). Inputs per forward pass.
-        max_wait: float, defaults to `MAX_WAIT` (0.1). Seconds a batch stays
+        max_wait: float, defaults to `MAX_WAIT` (1.0). Seconds a batch stays
             open at most, while other requests are still being extracted.
 
     Use `start()` inside the event loop; per request `with batcher.expect():`

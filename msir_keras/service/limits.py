@@ -24,7 +24,7 @@ class Limits:
         workers: int or None. Threads that decode and extract features;
             None: one per core.
         batch_size: int, defaults to 16. Inputs per forward pass.
-        max_wait: float, defaults to 0.1. Seconds a batch waits at most for requests being extracted.
+        max_wait: float, defaults to 1.0. Seconds a batch waits at most for requests being extracted.
         log_dir: str or None. Where to append `requests.jsonl` (one line per
             request: time, method, path, status, seconds); None writes nothing.
     """
@@ -34,5 +34,5 @@ class Limits:
     api_key: str | None = None
     workers: int | None = None
     batch_size: int = 16
-    max_wait: float = 0.1
+    max_wait: float = 1.0
     log_dir: str | None = None
