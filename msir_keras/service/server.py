@@ -77,9 +77,13 @@ def serve(model, host=LOOPBACK, port=8000, limits=None, fold=None, threshold=0.5
     if limits.log_dir is not None:
         os.makedirs(limits.log_dir, exist_ok=True)
     sock = _socket(host, port)  # before the model loads: a taken port fails at once
-    detector = Detector(model, fold=fold, threshold=threshold, wav2vec2=wav2vec2)
-    warm_up(detector)
-    app = create_app(detector, model, limits)
+    try:
+        detector = Detector(model, fold=fold, threshold=threshold, wav2vec2=wav2vec2)
+        warm_up(detector)
+        app = create_app(detector, model, limits)
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     bound = sock.getsockname()
