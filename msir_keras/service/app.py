@@ -69,13 +69,14 @@ def model_card(detector, path):
     upstream = next((entry["config"].get("source") for entry in detector.feature_config.values()
                      if entry["extractor"] in ("wav2vec2", "upstream")), None)
     return {
-        "model": os.path.abspath(path),
+        "model": os.path.basename(os.path.normpath(path)),  # health needs no key: no server paths
         "classes": {target: list(names) for target, names in detector.class_names.items()},
         "folds": len(detector.models),
         "inputs": sorted(detector.feature_config),
         "branches": config.get("branches", sorted(detector.feature_config)),
-        "upstream": upstream or "off",
-        "corpus": {key: config[key] for key in ("corpus", "root", "emotions") if key in config} or None,
+        "upstream": (os.path.basename(os.path.normpath(upstream)) if upstream and os.path.isabs(upstream)
+                     else upstream) or "off",
+        "corpus": {key: config[key] for key in ("corpus", "emotions", "split", "n_folds") if key in config} or None,
         "task": config.get("task"),
         "threshold": detector.threshold,
         "version": __version__,
@@ -188,7 +189,8 @@ def create_app(detector, path, limits=None):
         return _json(await while_connected(request, future, cancelled))
 
     async def health(request):
-        return _json({"status": "ok", **card, "batches": batcher.batches, "scored": batcher.scored})
+        return _json({"status": "ok", **card, "batches": batcher.batches, "scored": batcher.scored,
+                      "window_batches": batcher.window_batches})
 
     async def index(request):
         return FileResponse(os.path.join(STATIC, "index.html"))

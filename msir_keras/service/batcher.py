@@ -47,7 +47,7 @@ class Batcher:
     Use `start()` inside the event loop; per request `with batcher.expect():`
     around its extraction and its `await score(features)`; `stop()` at shutdown. `forward(inputs)` runs `Detector.probabilities`
     on the model thread from any other thread (the timelines' workers).
-    Counters: `batches` (forward passes), `scored` (inputs).
+    Counters: `batches` (forward passes), `scored` (inputs), `window_batches` (timelines' passes).
     """
 
     def __init__(self, detector, batch_size=PREDICT_BATCH, max_wait=MAX_WAIT):
@@ -57,6 +57,7 @@ class Batcher:
         self.model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="msir-model")
         self.batches = 0
         self.scored = 0
+        self.window_batches = 0  # timelines' forward passes
         self.coming = 0  # requests between their upload and their features: a batch may wait for them
         self._queue = None
         self._task = None
@@ -121,6 +122,7 @@ class Batcher:
         """
         if cancelled is not None and cancelled.is_set():
             raise Cancelled()
+        self.window_batches += 1
         return self.model_thread.submit(self.detector.probabilities, inputs).result()
 
     async def _run(self):

@@ -139,6 +139,9 @@ function drawTimeline(windows, duration) {
   }
   svg("text", { x: (left + W - right) / 2, y: H - 4, "text-anchor": "middle" }, chart).textContent =
     "seconds (window centres)";
+  const caption = document.createElement("p");
+  caption.className = "muted";
+  caption.textContent = "Per window";
   const legend = document.createElement("div");
   legend.className = "legend";
   probabilityKeys(windows[0] || {}).forEach((key, i) => {
@@ -150,7 +153,7 @@ function drawTimeline(windows, duration) {
     entry.textContent = key.slice(2);
     legend.append(entry);
   });
-  $("timeline").append(legend, chart);
+  $("timeline").append(caption, legend, chart);
 }
 
 // A recording: MediaRecorder's compressed audio, decoded by the browser and written as 16-bit mono wav,
