@@ -335,7 +335,8 @@ def test_the_page_in_a_headless_browser(server, files, tmp_path):
     url, _, _, reference = server
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1250"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1250",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):  # a microphone: a beep
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
     try:
@@ -352,6 +353,14 @@ def test_the_page_in_a_headless_browser(server, files, tmp_path):
         assert shown == {e: f"{row[f'p_{e}']:.3f}" for e in shown}
         assert f"predicted: {row['predicted']}" in driver.find_element(By.ID, "summary").text
         driver.save_screenshot(str(tmp_path / "serve-predict.png"))
+        # The microphone (Chromium's fake one): recorded, written as wav by the page, predicted.
+        driver.find_element(By.ID, "record").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Recording"))
+        time.sleep(2)
+        driver.find_element(By.ID, "record").click()
+        wait.until(lambda d: d.find_element(By.ID, "result-title").text == "recording.wav")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 4
+        assert "predicted:" in driver.find_element(By.ID, "summary").text
         # A recording over the predict limit: the page asks for its timeline and draws it.
         driver.find_element(By.ID, "file").send_keys(files["long"])
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline polyline")) == 4)
