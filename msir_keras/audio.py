@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -33,15 +34,28 @@ class AudioWarning(UserWarning):
         super().__init__(f"{path}: {reason}")
 
 
+@contextlib.contextmanager
+def _binary(source):
+    """(handle, size in bytes) of a path, opened for reading, or of a seekable binary file, from its start."""
+    if hasattr(source, "read"):
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        yield source, size
+        source.seek(0)
+    else:
+        with open(source, "rb") as handle:
+            yield handle, os.path.getsize(source)
+
+
 def wav_shortfall(path):
     """Bytes a RIFF/WAVE file's data chunk declares but does not hold (0 when whole).
 
     libsndfile reads a truncated wav without complaint, up to where its data
     stops; only the header says that more was meant to be there. Not a wav
-    (or a streamed wav whose header leaves the size open): 0.
+    (or a streamed wav whose header leaves the size open): 0. `path` may be
+    a seekable binary file (an upload held in memory).
     """
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
+    with _binary(path) as (handle, size):
         head = handle.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return 0
@@ -73,10 +87,9 @@ def wav_surplus(path):
     ended (or not updated after it) declares less audio than the file holds,
     and libsndfile reads only what it declares. Chunks after the data (LIST,
     id3 ..., even one cut short), a missing pad byte and zero padding are
-    legal or harmless and are not counted.
+    legal or harmless and are not counted. `path` may be a seekable binary file.
     """
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
+    with _binary(path) as (handle, size):
         head = handle.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return 0
@@ -106,7 +119,7 @@ def wav_surplus(path):
     return len(tail) if len(tail) > 1 and any(tail) else 0
 
 
-def read_audio(path, sample_rate=SAMPLE_RATE):
+def read_audio(path, sample_rate=SAMPLE_RATE, name=None, warn=None):
     """Reads an audio file as float32 samples in [-1, 1], mono, at `sample_rate`.
 
     Stereo and multichannel files are downmixed by averaging the channels;
@@ -114,8 +127,15 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
     openSMILE's Python package uses).
 
     Args:
-        path: str or path-like. Any format libsndfile reads (wav, flac, ogg...).
+        path: str, path-like, or a seekable binary file (e.g. `io.BytesIO` of
+            an upload: read in memory, nothing written to disk). Any format
+            libsndfile reads (wav, flac, ogg...).
         sample_rate: int, defaults to 16000. The rate to return.
+        name: str or None. What messages call a file object (default: its
+            `name` attribute, else "<audio>"); a path is called by itself.
+        warn: callable(AudioWarning) or None. Told of each warning below
+            instead of Python's `warnings` module (whose capture is not
+            thread-safe: a server reads in several threads at once).
 
     Returns:
         A 1D float32 numpy array.
@@ -134,22 +154,33 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
     >>> signal.dtype, signal.ndim
     (dtype('float32'), 1)
     """
-    if not os.path.exists(path):
+    source = path
+    if hasattr(source, "read"):
+        path = name or getattr(source, "name", None) or "<audio>"
+        source.seek(0)
+    elif not os.path.exists(path):
         raise AudioError(path, "no such file; check the corpus root or the manifest path")
+
+    def _warn(reason):
+        warning = AudioWarning(path, reason)
+        if warn is None:
+            warnings.warn(warning, stacklevel=3)
+        else:
+            warn(warning)
+
     try:
-        signal, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        signal, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile raises a bare RuntimeError/LibsndfileError
+        message = str(error).replace(repr(source), repr(path)) if source is not path else str(error)
         raise AudioError(
-            path, f"unreadable audio ({error}); re-encode it as PCM wav or flac"
+            path, f"unreadable audio ({message}); re-encode it as PCM wav or flac"
         ) from None
     if signal.shape[0] == 0:
-        signal, rate = _unsized_wav(path)  # a header whose data size was never written
+        signal, rate = _unsized_wav(source)  # a header whose data size was never written
         if signal is None:
             raise AudioError(path, "the file holds no samples; remove it from the corpus")
-        warnings.warn(AudioWarning(
-            path, f"the header's data size is 0 but {signal.shape[0] / rate:.2f} s of samples follow it (the "
-            "recorder never finalised the header); they are read as the format chunk describes them",
-        ), stacklevel=2)
+        _warn(f"the header's data size is 0 but {signal.shape[0] / rate:.2f} s of samples follow it (the "
+              "recorder never finalised the header); they are read as the format chunk describes them")
     channels = signal
     signal = signal.mean(axis=1) if signal.shape[1] > 1 else signal[:, 0]
     if rate != sample_rate:
@@ -166,34 +197,24 @@ def read_audio(path, sample_rate=SAMPLE_RATE):
         )
     if not np.all(np.isfinite(signal)):
         raise AudioError(path, "the samples hold NaN or infinity; re-encode the file")
-    missing = wav_shortfall(path)
+    missing = wav_shortfall(source)
     if missing:
-        warnings.warn(AudioWarning(
-            path, f"truncated: the header declares {missing} more bytes of audio than the file "
-            f"holds; only the first {signal.shape[0] / sample_rate:.2f} s are used (copy the file again)",
-        ), stacklevel=2)
-    surplus = wav_surplus(path)
+        _warn(f"truncated: the header declares {missing} more bytes of audio than the file "
+              f"holds; only the first {signal.shape[0] / sample_rate:.2f} s are used (copy the file again)")
+    surplus = wav_surplus(source)
     if surplus:
-        warnings.warn(AudioWarning(
-            path, f"the header declares less audio than the file holds: {surplus} bytes after the declared "
-            f"{signal.shape[0] / sample_rate:.2f} s are not read (its header was not updated when the recording "
-            "ended; rewrite it with `sox --ignore-length in.wav out.wav` to use them)",
-        ), stacklevel=2)
+        _warn(f"the header declares less audio than the file holds: {surplus} bytes after the declared "
+              f"{signal.shape[0] / sample_rate:.2f} s are not read (its header was not updated when the recording "
+              "ended; rewrite it with `sox --ignore-length in.wav out.wav` to use them)")
     level = float(np.sqrt(np.mean(np.square(channels, dtype=np.float64))))
     if channels.shape[1] > 1 and level > 0 and np.sqrt(np.mean(np.square(signal, dtype=np.float64))) < 0.01 * level:
-        warnings.warn(AudioWarning(
-            path, f"its {channels.shape[1]} channels cancel out when averaged to mono (one is the other "
-            "inverted): the mono signal is near silence; keep one channel, e.g. `sox in.wav out.wav remix 1`",
-        ), stacklevel=2)
+        _warn(f"its {channels.shape[1]} channels cancel out when averaged to mono (one is the other "
+              "inverted): the mono signal is near silence; keep one channel, e.g. `sox in.wav out.wav remix 1`")
     elif not np.any(signal):
-        warnings.warn(AudioWarning(
-            path, "digital silence: every sample is 0; check the recording or remove it from the corpus",
-        ), stacklevel=2)
+        _warn("digital silence: every sample is 0; check the recording or remove it from the corpus")
     elif np.ptp(signal) == 0:
-        warnings.warn(AudioWarning(
-            path, f"a constant signal (every sample {signal[0]:.4g}, a DC offset without sound); check the "
-            "recording or remove it from the corpus",
-        ), stacklevel=2)
+        _warn(f"a constant signal (every sample {signal[0]:.4g}, a DC offset without sound); check the "
+              "recording or remove it from the corpus")
     return signal
 
 
@@ -207,7 +228,7 @@ def _unsized_wav(path):
     libsndfile trusts the header's size and reads nothing; the bytes after
     the data chunk's header are read here as its `fmt ` chunk describes them.
     """
-    with open(path, "rb") as handle:
+    with _binary(path) as (handle, _):
         data = handle.read()
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None, None

@@ -126,6 +126,58 @@ class Detector:
                         row[name] = names[int(np.argmax(p))] == name
         return rows
 
+    def extract(self, signals):
+        """The model's features of decoded signals, each checked for NaN or infinity.
+
+        The one feature path of `predict` and of `msir serve`'s requests.
+
+        Args:
+            signals: list of float32 mono 16 kHz arrays (`read_audio`'s).
+
+        Returns:
+            A list, one entry per signal: ({input name: (T, ...) array}, None),
+            or (None, reason) when a feature holds NaN or infinity (a file
+            too short or damaged for these features); reason is one line.
+        """
+        arrays = {name: extractor.extract_many(signals) for name, extractor in self.extractors.items()}
+        results = []
+        for position, signal in enumerate(signals):
+            problem = next((f"{name} {reason}" for name in arrays
+                            if (reason := nonfinite_problem(np.asarray(arrays[name][position]))) is not None),
+                           None)
+            if problem is None:
+                results.append(({name: values[position] for name, values in arrays.items()}, None))
+            else:
+                results.append((None, f"{problem} from {len(signal) / SAMPLE_RATE * 1000:.0f} ms of audio; "
+                                      "the file is too short or damaged for these features"))
+        return results
+
+    def score(self, features):
+        """One forward pass over extracted features: each input's row, or why it has none.
+
+        The one scoring path of `predict` and of `msir serve`'s batches (a
+        batch padded to its longest input: the models mask the padding).
+
+        Args:
+            features: list of {input name: (T, ...) array}, as `extract` gives.
+
+        Returns:
+            A list, one entry per input: a dict of per-emotion probabilities
+            (`p_<class>`) and decisions (`<class>`, and `predicted` for a
+            classifier), or a one-line reason string when the model gave NaN
+            or infinite probabilities.
+        """
+        from msir_keras.data import pad_batch
+
+        probabilities = self.probabilities(
+            {name: pad_batch([entry[name] for entry in features]) for name in self.extractors})
+        finite = np.all([np.isfinite(v).all(axis=-1) for v in probabilities.values()], axis=0)
+        results = ["the model gave NaN or infinite probabilities for this file; nothing is reported for it"
+                   if not ok else {} for ok in finite]
+        good = np.flatnonzero(finite)
+        self._rows({t: v[good] for t, v in probabilities.items()}, [results[g] for g in good])
+        return results
+
     def predict(self, paths, batch_size=PREDICT_BATCH, errors="raise", warn=None):
         """A DataFrame: one row per file, per emotion its probability and decision.
 
@@ -152,56 +204,39 @@ class Detector:
             except Exception:
                 return 0  # read_audio names the problem below
 
+        def fail(index, reason):
+            if errors == "raise":
+                raise AudioError(paths[index], reason)
+            rows[index]["error"] = reason
+
         order = sorted(range(len(paths)), key=lambda i: frames(paths[i]))
         rows = [{"path": path} for path in paths]
         for start in range(0, len(order), batch_size):
             chunk, signals = [], []
             for index in order[start : start + batch_size]:
                 try:
-                    with warnings.catch_warnings(record=warn is not None) as caught:
-                        if warn is not None:
-                            warnings.simplefilter("always", AudioWarning)
-                        signal = read_audio(paths[index])
-                    for entry in caught or []:
-                        warn(str(entry.message))
+                    signal = read_audio(paths[index], warn=None if warn is None else lambda w: warn(str(w)))
                 except AudioError as error:
-                    if errors == "raise":
-                        raise
-                    rows[index]["error"] = error.reason
+                    fail(index, error.reason)
                     continue
                 chunk.append(index)
                 signals.append(signal)
             if not chunk:
                 continue
-            arrays = {name: extractor.extract_many(signals) for name, extractor in self.extractors.items()}
-            kept = []
-            for position, index in enumerate(chunk):
-                problem = next((f"{name} {reason}" for name in arrays
-                                if (reason := nonfinite_problem(np.asarray(arrays[name][position]))) is not None),
-                               None)
-                if problem is None:
-                    kept.append(position)
-                    continue
-                reason = (f"{problem} from {len(signals[position]) / SAMPLE_RATE * 1000:.0f} ms of audio; "
-                          "the file is too short or damaged for these features")
-                if errors == "raise":
-                    raise AudioError(paths[index], reason)
-                rows[index]["error"] = reason
+            kept, features = [], []
+            for index, (entry, reason) in zip(chunk, self.extract(signals)):
+                if reason is None:
+                    kept.append(index)
+                    features.append(entry)
+                else:
+                    fail(index, reason)
             if not kept:
                 continue
-            from msir_keras.data import pad_batch
-
-            probabilities = self.probabilities(
-                {name: pad_batch([values[p] for p in kept]) for name, values in arrays.items()})
-            finite = np.all([np.isfinite(v).all(axis=-1) for v in probabilities.values()], axis=0)
-            for position, ok in zip(kept, finite):
-                if not ok:
-                    reason = "the model gave NaN or infinite probabilities for this file; nothing is reported for it"
-                    if errors == "raise":
-                        raise AudioError(paths[chunk[position]], reason)
-                    rows[chunk[position]]["error"] = reason
-            good = np.flatnonzero(finite)
-            self._rows({t: v[good] for t, v in probabilities.items()}, [rows[chunk[kept[g]]] for g in good])
+            for index, result in zip(kept, self.score(features)):
+                if isinstance(result, str):
+                    fail(index, result)
+                else:
+                    rows[index].update(result)
         table = pd.DataFrame(rows)
         if "error" in table:
             table = table[[c for c in table.columns if c != "error"] + ["error"]]
@@ -229,6 +264,31 @@ class Detector:
             A DataFrame: start, end (seconds), and per emotion its
             probability (and decision), one row per window.
         """
+        hop = window / HOPS_PER_WINDOW if hop is None else hop
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window and hop must be positive seconds, got {window} and {hop}")
+        return self.signal_timeline(read_audio(path), path, window=window, hop=hop, batch_size=batch_size)
+
+    def signal_timeline(self, signal, path, window=TIMELINE_WINDOW, hop=None, batch_size=TIMELINE_BATCH,
+                        forward=None):
+        """`timeline` of a decoded signal: the one timeline path of `msir predict --window` and `msir serve`.
+
+        Args:
+            signal: float32 mono 16 kHz array (`read_audio`'s).
+            path: str. What error messages call the recording.
+            window, hop, batch_size: as `timeline`.
+            forward: callable({input name: padded batch}) -> {target: (B, C)}
+                or None (`probabilities`). A server passes one that runs the
+                models on its model thread, and raises to stop a timeline
+                whose client left.
+
+        Returns:
+            The DataFrame `timeline` returns.
+
+        Raises:
+            AudioError: a whole-file feature or a window's probabilities hold NaN or infinity.
+            ValueError: `window` or `hop` not positive.
+        """
         import pandas as pd
 
         from msir_keras.data import pad_batch
@@ -236,7 +296,7 @@ class Detector:
         hop = window / HOPS_PER_WINDOW if hop is None else hop
         if window <= 0 or hop <= 0:
             raise ValueError(f"window and hop must be positive seconds, got {window} and {hop}")
-        signal = read_audio(path)
+        forward = self.probabilities if forward is None else forward
         duration = len(signal) / SAMPLE_RATE
         starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
         whole = {
@@ -263,7 +323,7 @@ class Detector:
                     )
                 inputs[name] = pad_batch(pieces)
             batch_rows = [{"start": float(s), "end": float(min(s + window, duration))} for s in batch]
-            probabilities = self.probabilities(inputs)
+            probabilities = forward(inputs)
             for values in probabilities.values():
                 bad = np.flatnonzero(~np.isfinite(values).all(axis=-1))
                 if len(bad):

@@ -33,6 +33,11 @@ LIMITS = {
     "max_trials": (int, 1, None, True, True),
     "window": (float, 0.0, None, False, True),
     "hop": (float, 0.0, None, False, True),
+    # msir serve
+    "port": (int, 0, 65535, True, True),
+    "max_mb": (float, 0.0, None, False, True),
+    "max_seconds": (float, 0.0, None, False, True),
+    "threads": (int, 1, None, True, True),
 }
 
 

@@ -77,3 +77,26 @@ def test_a_header_without_its_data_size_is_read_as_its_format_says(tmp_path):
         signal = read_audio(str(tmp_path / "unsized.wav"))
     np.testing.assert_array_equal(signal, read_audio(path))
     assert "data size is 0" in str(caught[0].message)
+
+
+def test_a_file_in_memory_reads_and_warns_as_the_file_does(tmp_path, sample_wav):
+    """`msir serve` decodes uploads from memory through the same reader: the same samples, reasons, warnings."""
+    import io
+
+    data = open(sample_wav, "rb").read()
+    np.testing.assert_array_equal(read_audio(io.BytesIO(data), name="up.wav"), read_audio(sample_wav))
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(data[:-1000])
+    with pytest.warns(UserWarning) as from_file:
+        read_audio(str(truncated))
+    told = []
+    read_audio(io.BytesIO(truncated.read_bytes()), name="up.wav", warn=told.append)
+    assert [w.reason for w in told] == [w.message.reason for w in from_file] and told[0].path == "up.wav"
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEnot really audio")
+    with pytest.raises(AudioError) as on_disk:
+        read_audio(str(broken))
+    with pytest.raises(AudioError) as in_memory:
+        read_audio(io.BytesIO(broken.read_bytes()), name="broken.wav")
+    assert in_memory.value.reason == on_disk.value.reason.replace(str(broken), "broken.wav")
+    assert in_memory.value.path == "broken.wav"

@@ -1,4 +1,4 @@
-"""The `msir` command: inspect, extract, run, train, tune, evaluate, compare, reproduce, export, predict.
+"""The `msir` command: inspect, extract, run, train, tune, evaluate, compare, reproduce, export, predict, serve.
 
 `main` parses (`parser.build_parser`, its flags in `flags`) and calls one
 `commands.cmd_*`; what the commands do is the library's. Importing this
@@ -27,7 +27,7 @@ def _quiet_tensorflow():
 _STARTUP_NOISE = re.compile(
     r"absl::InitializeLog|cudart_stub|cuda_platform|cuInit|cuda_(dnn|blas|fft)|Unable to register"
 )
-TENSORFLOW_COMMANDS = ("run", "train", "tune", "evaluate", "export", "predict")
+TENSORFLOW_COMMANDS = ("run", "train", "tune", "evaluate", "export", "predict", "serve")
 
 
 def _import_tensorflow_quietly():

@@ -23,6 +23,7 @@ def build_parser():
     from msir_keras.detector import HOPS_PER_WINDOW, PREDICT_BATCH, THRESHOLD, TIMELINE_BATCH
     from msir_keras.features import DEFAULT_BATCH_SIZE, FEATURES, INPUTS
     from msir_keras.reproduce import PAPER_ZETAS
+    from msir_keras.service import API_KEY_VARIABLE, LOOPBACK, MAX_MB, MAX_SECONDS
 
     defaults = config.ExperimentConfig()
     parser = argparse.ArgumentParser(
@@ -156,6 +157,35 @@ def build_parser():
                          help="folder for the timelines' CSV, JSON and PNG (default: the current folder)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=commands.cmd_predict)
+
+    serve = subparsers.add_parser("serve", help="a detector as an HTTP service with a web page: predict, timeline")
+    serve.add_argument("--model", required=True, help="a run folder, an export, or a fold folder")
+    serve.add_argument("--host", default=LOOPBACK,
+                       help="address to listen on (default: %(default)s, this machine only; another address "
+                       "serves beyond it: give --api-key with it)")
+    serve.add_argument("--port", type=limited("port", "--port"), default=8000,
+                       help="TCP port (default: %(default)s; 0: a free one, printed)")
+    serve.add_argument("--api-key", default=None, metavar="KEY",
+                       help=f"require KEY on every endpoint but /v1/health and the page (default: the "
+                       f"{API_KEY_VARIABLE} environment variable; unset: no key)")
+    serve.add_argument("--max-mb", type=limited("max_mb", "--max-mb"), default=MAX_MB,
+                       help="largest upload in MB; larger ones get 413 (default: %(default)s)")
+    serve.add_argument("--max-seconds", type=limited("max_seconds", "--max-seconds"), default=MAX_SECONDS,
+                       help="longest recording /v1/predict takes, in seconds; longer ones get 413 naming "
+                       "/v1/timeline (default: %(default)s)")
+    serve.add_argument("--log-dir", default=None,
+                       help="append one JSON line per request to LOG_DIR/requests.jsonl (default: nothing is "
+                       "written to disk)")
+    serve.add_argument("--threads", type=limited("threads", "--threads"), default=None,
+                       help="threads that decode uploads and extract features (default: one per core)")
+    serve.add_argument("--batch-size", type=limited("batch_size", "--batch-size"), default=PREDICT_BATCH,
+                       help="requests per forward pass at most (default: %(default)s)")
+    serve.add_argument("--fold", default=None, help="use one fold's model (default: average all)")
+    serve.add_argument("--threshold", type=limited("threshold", "--threshold"), default=THRESHOLD,
+                       help="detection decision threshold (default: %(default)s)")
+    serve.add_argument("--upstream", "--wav2vec2", dest="wav2vec2", default=None, metavar="SOURCE",
+                       help="where the model's upstream (wav2vec 2.0, WavLM, ...) checkpoint is now")
+    serve.set_defaults(handler=commands.cmd_serve)
     for command in subparsers.choices.values():
         # --debug is also taken after the command; SUPPRESS keeps the top-level value otherwise.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
