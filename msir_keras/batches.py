@@ -56,15 +56,20 @@ class BucketedBatches(keras.utils.PyDataset):
         bucket_batches: int, defaults to 8. Batches per window sorted by length.
         with_labels: bool, defaults to True.
         pad_to: int, defaults to 1. Batches are padded to a multiple of it.
-        replicas: int, defaults to 1. Under `keras.distribution.DataParallel`
-            over several devices every batch splits evenly: a training batch
-            keeps a multiple of `replicas` rows (as `FeatureSet.dataset`
-            does: the rest of a batch waits for another epoch's shuffle), an
-            evaluation batch is filled up with copies of its last row that
-            weigh 0 (it then yields sample weights too: `val_uar` counts
-            only real rows, while Keras's `val_loss` and `val_accuracy`
-            divide by every row, so they read low; prediction batches are
-            never filled).
+        replicas: int, defaults to 1. Devices each batch is split over. A
+            training batch keeps a multiple of `replicas` rows (the rest of
+            a batch waits for another epoch's shuffle).
+        fill: bool, defaults to True. How an evaluation batch splits over
+            `replicas`. True, for `keras.distribution.DataParallel` (JAX),
+            where every batch must split evenly: it is filled up with
+            copies of its last row that weigh 0 (it then yields sample
+            weights too: `val_uar` counts only real rows, while Keras's
+            `val_loss` and `val_accuracy` divide by every row, so they read
+            low; prediction batches are never filled). False, for
+            `tf.distribute`, which splits uneven batches itself but only
+            after an even first one: a first batch that does not split
+            evenly is cut into its largest even part and the rest, and
+            every figure is exact.
         **kwargs: PyDataset's `workers`, `use_multiprocessing`, `max_queue_size`.
 
     Yields:
@@ -72,20 +77,24 @@ class BucketedBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, data, batch_size, shuffle=True, seed=0, bucket_batches=8, with_labels=True, pad_to=1,
-                 replicas=1, **kwargs):
+                 replicas=1, fill=True, **kwargs):
         super().__init__(**kwargs)
         if with_labels and data.labels is None:
             raise ValueError("this FeatureSet has no labels; pass with_labels=False")
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
         self.bucket_batches, self.with_labels, self.pad_to = bucket_batches, with_labels, pad_to
-        self.replicas = replicas
+        self.replicas, self.fill = replicas, fill
         self.epoch = 0
         self.batches = self._plan()
 
     def _plan(self):
         if not self.shuffle:
             order = self.data.prediction_order()
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            even = len(batches[0]) - len(batches[0]) % self.replicas if batches else 0
+            if not self.fill and 0 < even < len(batches[0]):
+                batches[:1] = [batches[0][:even], batches[0][even:]]
+            return batches
         rng = np.random.default_rng([self.seed, self.epoch])
         batches = bucket_plan(self.data.lengths(), self.batch_size, self.bucket_batches, rng)
         if self.replicas > 1:
@@ -99,7 +108,7 @@ class BucketedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         rows = self.batches[index]
         filled = len(rows)
-        if self.replicas > 1 and len(rows) % self.replicas and self.with_labels:
+        if self.fill and self.replicas > 1 and len(rows) % self.replicas and self.with_labels:
             rows = np.concatenate([rows, np.repeat(rows[-1:], self.replicas - len(rows) % self.replicas)])
         inputs = {}
         for name, arrays in self.data.features.items():
@@ -110,7 +119,7 @@ class BucketedBatches(keras.utils.PyDataset):
             inputs[name] = pad_batch(chosen, length)
         if not self.with_labels:
             return (inputs,)
-        if self.replicas > 1 and not self.shuffle:  # evaluation: the filled rows weigh nothing
+        if self.fill and self.replicas > 1 and not self.shuffle:  # evaluation: the filled rows weigh nothing
             return inputs, self.data.labels[rows], (np.arange(len(rows)) < filled).astype("float32")
         return inputs, self.data.labels[rows]
 

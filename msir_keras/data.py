@@ -167,7 +167,8 @@ class FeatureSet:
             shuffle: bool, defaults to True. False: sorted by length, for evaluation and prediction.
             seed: int, defaults to 0. Each epoch's order is a function of it and the epoch alone.
             with_labels: bool, defaults to True.
-            replicas: int, defaults to 1. Devices a batch is split over (see `BucketedBatches`).
+            replicas: int, defaults to 1. Devices a batch is split over (see `BucketedBatches`:
+                under TensorFlow evaluation batches are cut, elsewhere filled).
         """
         import keras
 
@@ -175,7 +176,8 @@ class FeatureSet:
 
         backend = keras.backend.backend()
         batches = self.batches(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels,
-                               pad_to=JAX_PAD_TO if backend == "jax" else 1, replicas=replicas)
+                               pad_to=JAX_PAD_TO if backend == "jax" else 1, replicas=replicas,
+                               fill=backend != "tensorflow")
         return tensorflow_dataset(batches) if backend == "tensorflow" else batches
 
     def padded_fraction(self, batch_size=64, bucketing=True, seed=0):

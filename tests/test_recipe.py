@@ -87,18 +87,24 @@ def test_schedules_set_the_learning_rate_per_epoch_and_clipping_reaches_adam():
 
 
 def test_class_weights_reach_the_training_loss():
+    """One step on one batch reports the loss at the initial weights: the mean of every utterance's focal
+    loss, each weighted by scikit-learn's balanced class weight when asked (class 0 twice as common here)."""
     import keras
 
     data = _features()
-    skewed = data.subset(np.r_[np.arange(24), np.flatnonzero(data.labels == 0)])  # class 0 twice as often
-    losses = []
-    for weights in ("none", "balanced"):
+    skewed = data.subset(np.r_[np.arange(24), np.flatnonzero(data.labels == 0)])
+    balanced = oracles.balanced_class_weights(skewed.labels, 4)
+    weights = {"none": np.ones(4), "balanced": np.array([balanced[c] for c in range(4)])}
+    for name, per_class in weights.items():
         keras.utils.set_random_seed(0)
-        config = _config(epochs=1, class_weights=weights)
+        config = _config(epochs=1, class_weights=name, batch_size=skewed.size, model_options={"dropout": 0.0})
         model = engine.build(config, data.frame_shapes(), list("abcd"), data.fit_normalization())
         engine.compile_model(model, config)
-        losses.append(engine.fit(model, skewed, data, config)["loss"].iloc[0])
-    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+        losses = keras.ops.convert_to_numpy(model.loss.call(skewed.labels, skewed.predict(model, skewed.size)))
+        expected = np.mean(per_class[skewed.labels] * losses)
+        assert engine.fit(model, skewed, data, config)["loss"].iloc[0] == pytest.approx(expected, rel=1e-4)
+        # Unweighted, the balanced case would be off by several times the tolerance: the test can fail.
+        assert name == "none" or abs(expected / np.mean(losses) - 1) > 5e-4
 
 
 def test_a_search_draws_training_settings_into_the_trial_config():
