@@ -99,6 +99,7 @@ def test_speed_perturbation_scales_length_and_pitch(factor):
         speed_perturb(tone, 3.0)
 
 
+@pytest.mark.slow
 def test_copies_only_of_training_utterances_computed_once(emodb_root, emodb_store, tmp_path):
     from msir_keras.augment import SpeedPerturbed
     from msir_keras.config import ExperimentConfig

@@ -13,6 +13,7 @@ from msir_keras.metrics import uar
 from msir_keras.training import target_labels, train_msir
 
 
+@pytest.mark.slow
 def test_msir_learns_well_above_chance_on_real_emodb(emodb_root, emodb_store):
     """The main job's model (`small`, log-Mels + LLDs) on one EmoDB fold, eight training speakers, three epochs.
 
@@ -116,6 +117,7 @@ def test_predict_errors_name_the_file(three_branch_run, tmp_path, capsys):
     assert "no model here" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_detection_task_writes_one_detector_per_emotion(runs):
     out = runs["detection"]
     metrics = json.loads((out / "metrics.json").read_text())

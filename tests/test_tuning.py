@@ -41,6 +41,7 @@ def test_the_paper_grid_is_defined_once():
     assert sorted(PAPER_LEARNING_RATES) == [1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2]
 
 
+@pytest.mark.slow
 def test_no_test_speaker_ever_reaches_a_trial_and_a_search_resumes(manifest, emodb_store, two_rates, tmp_path,
                                                                     monkeypatch):
     config = _config(manifest, emodb_store.root, two_rates, max_trials=1)
