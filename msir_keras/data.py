@@ -21,24 +21,6 @@ from msir_keras.features.store import FeatureStore
 JAX_PAD_TO = 32
 
 
-def pad_batch(arrays, length=None):
-    """Stacks (T_i, ...) arrays into (B, T, ...) float32, right-padded with zeros to `length` or the longest.
-
-    Keras's `pad_sequences` pads; it would also cut an utterance longer than
-    `length`, which a batch never does, so such a `length` is an error. One
-    (D,) vector per utterance (functionals) stacks into (B, D).
-    """
-    if arrays[0].ndim == 1:
-        return np.stack(arrays).astype(np.float32, copy=False)
-    import keras
-
-    longest = max(len(a) for a in arrays)
-    if length is not None and length < longest:
-        raise ValueError(f"cannot pad utterances of up to {longest} frames to {length}: a batch never cuts one")
-    return keras.utils.pad_sequences(arrays, maxlen=longest if length is None else length, dtype="float32",
-                                     padding="post", truncating="post")
-
-
 class FeatureSet:
     """The features of a list of utterances, in memory, by model input name.
 

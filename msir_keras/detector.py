@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from msir_keras.audio import SAMPLE_RATE, AudioError, AudioWarning, read_audio
-from msir_keras.features.store import nonfinite_problem
+from msir_keras.features.base import nonfinite_problem
 from msir_keras.serving import LoadedModel, model_features, model_folders, tensorflow_backend, to_numpy
 
 # The defaults of the Python API and of `msir predict` alike.
@@ -90,7 +90,7 @@ class Detector:
 
     def features(self, signals):
         """{input name: padded batch} of float32 mono 16 kHz signals."""
-        from msir_keras.data import pad_batch
+        from msir_keras.batches import pad_batch
 
         return {
             name: pad_batch(extractor.extract_many(signals))
@@ -167,7 +167,7 @@ class Detector:
             classifier), or a one-line reason string when the model gave NaN
             or infinite probabilities.
         """
-        from msir_keras.data import pad_batch
+        from msir_keras.batches import pad_batch
 
         probabilities = self.probabilities(
             {name: pad_batch([entry[name] for entry in features]) for name in self.extractors})
@@ -291,7 +291,7 @@ class Detector:
         """
         import pandas as pd
 
-        from msir_keras.data import pad_batch
+        from msir_keras.batches import pad_batch
 
         hop = window / HOPS_PER_WINDOW if hop is None else hop
         if window <= 0 or hop <= 0:

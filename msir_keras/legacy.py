@@ -41,15 +41,17 @@ def _has_flat_msir(node):
     return False
 
 
-def load_legacy(path, compile=True):
-    """The model in an old `.keras` file, rebuilt in today's classes with its weights."""
-    from msir_keras.model import MSIR
+def load_legacy(path, msir_class, compile=True):
+    """The model in an old `.keras` file, rebuilt in today's classes with its weights.
 
+    `msir_class` is today's MSIR task class (`msir_keras.model.load_model`
+    passes it), whose instances take an old flat MSIR's weights.
+    """
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
         model = keras.saving.deserialize_keras_object(config)
         with archive.open(STATE) as stream, h5py.File(stream, "r") as weights:
-            _load(model, weights, MSIR)
+            _load(model, weights, msir_class)
     if compile and config.get("compile_config"):
         model.compile_from_config(config["compile_config"])
     return model

@@ -3,7 +3,8 @@ import pytest
 
 import oracles
 
-from msir_keras.data import FeatureSet, pad_batch
+from msir_keras.batches import pad_batch
+from msir_keras.data import FeatureSet
 from msir_keras.features import branch_extractors
 
 RNG = np.random.default_rng(4)

@@ -10,15 +10,8 @@ from msir_keras.features.checkpoints import DEFAULT_CHECKPOINT, FAMILIES, Checkp
 from msir_keras.features.random_checkpoints import save_random_checkpoint
 from msir_keras.features.upstream import ALL_LAYERS, DEFAULT_BATCH_SIZE, Upstream, UpstreamConfig
 from msir_keras.features.wav2vec import Wav2Vec2, Wav2Vec2Config
+from msir_keras.features.extractors import EXTRACTORS, extractor_from_config
 
-EXTRACTORS = {cls.name: cls for cls in (LogMel, LLD, Functionals, Wav2Vec2, Upstream)}
-
-
-def extractor_from_config(name, config):
-    """Rebuilds an extractor from its name and `get_config()` dict."""
-    if name not in EXTRACTORS:
-        raise ConfigError(f"unknown extractor {name!r}; known: {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name].from_config(config)
 
 
 def branch_extractors(logmel=None, lld=None, wav2vec2=None):

@@ -127,3 +127,15 @@ class Extractor:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.config})"
+
+
+def nonfinite_problem(array):
+    """Why a feature array cannot be used (NaN or infinite values), or None."""
+    import numpy as np
+
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    rows = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1)) if array.ndim else []
+    return (f"features hold NaN or infinity ({int((~finite).sum())} of {array.size} values, "
+            f"{len(rows)} of {len(array)} frames)" if array.ndim else "features hold NaN or infinity")

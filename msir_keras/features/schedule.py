@@ -20,8 +20,7 @@ import numpy as np
 import soundfile
 
 from msir_keras.audio import SAMPLE_RATE, AudioError, AudioWarning, read_audio
-from msir_keras.features.base import ConfigError
-from msir_keras.features.store import nonfinite_problem
+from msir_keras.features.base import ConfigError, nonfinite_problem
 
 
 class DiskSpaceError(ConfigError):
@@ -266,7 +265,7 @@ _worker_extractors = {}
 
 def _extract_in_worker(specs, signal):
     """In a worker process: [(array, None) or (None, error)] of each (name, config) extractor."""
-    from msir_keras.features import extractor_from_config
+    from msir_keras.features.extractors import extractor_from_config
 
     outputs = []
     for name, config in specs:

@@ -38,6 +38,7 @@ import warnings
 import numpy as np
 
 from msir_keras.audio import file_digest
+from msir_keras.features.base import nonfinite_problem
 
 
 class MissingFeaturesError(LookupError):
@@ -51,16 +52,6 @@ class DamagedEntryError(MissingFeaturesError):
 def checksum(array):
     """The BLAKE2b digest of an array's float32 bytes, as written beside its entry."""
     return hashlib.blake2b(np.ascontiguousarray(array, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
-
-
-def nonfinite_problem(array):
-    """Why a feature array cannot be used (NaN or infinite values), or None."""
-    finite = np.isfinite(array)
-    if finite.all():
-        return None
-    rows = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1)) if array.ndim else []
-    return (f"features hold NaN or infinity ({int((~finite).sum())} of {array.size} values, "
-            f"{len(rows)} of {len(array)} frames)" if array.ndim else "features hold NaN or infinity")
 
 
 def _umask():
