@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import numpy as np
 
-from msir_keras.audio import SAMPLE_RATE, AudioError, AudioWarning, read_audio
-from msir_keras.features.base import nonfinite_problem
+from msir_keras.audio import SAMPLE_RATE, AudioError, read_audio
+from msir_keras.features.base import nonfinite_problem, signal_problem
 from msir_keras.serving import LoadedModel, model_features, model_folders, tensorflow_backend, to_numpy
 
 # The defaults of the Python API and of `msir predict` alike.
@@ -68,6 +67,11 @@ class Detector:
             for target in self.targets
         }
         self._forward = None
+
+    @property
+    def min_window(self):
+        """The shortest timeline window, in seconds: one frame of every input (and `read_audio`'s 25 ms)."""
+        return max([0.025] + [e.frame_step for e in self.extractors.values() if e.frame_step is not None])
 
     def _function(self):
         """The fold-averaging graph function, traced on first use."""
@@ -136,17 +140,24 @@ class Detector:
 
         Returns:
             A list, one entry per signal: ({input name: (T, ...) array}, None),
-            or (None, reason) when a feature holds NaN or infinity (a file
-            too short or damaged for these features); reason is one line.
+            or (None, reason) when the samples are far outside [-1, 1] (a
+            float file on another scale) or a feature holds NaN or infinity
+            (a file too short or damaged for these features); reason is one line.
         """
-        arrays = {name: extractor.extract_many(signals) for name, extractor in self.extractors.items()}
+        refused = {position: reason for position, signal in enumerate(signals)
+                   if (reason := signal_problem(signal)) is not None}
+        kept = [signal for position, signal in enumerate(signals) if position not in refused]
+        arrays = {name: iter(extractor.extract_many(kept)) for name, extractor in self.extractors.items()}
         results = []
         for position, signal in enumerate(signals):
-            problem = next((f"{name} {reason}" for name in arrays
-                            if (reason := nonfinite_problem(np.asarray(arrays[name][position]))) is not None),
-                           None)
+            if position in refused:
+                results.append((None, refused[position]))
+                continue
+            entry = {name: next(values) for name, values in arrays.items()}
+            problem = next((f"{name} {reason}" for name, value in entry.items()
+                            if (reason := nonfinite_problem(np.asarray(value))) is not None), None)
             if problem is None:
-                results.append(({name: values[position] for name, values in arrays.items()}, None))
+                results.append((entry, None))
             else:
                 results.append((None, f"{problem} from {len(signal) / SAMPLE_RATE * 1000:.0f} ms of audio; "
                                       "the file is too short or damaged for these features"))
@@ -287,15 +298,19 @@ class Detector:
 
         Raises:
             AudioError: a whole-file feature or a window's probabilities hold NaN or infinity.
-            ValueError: `window` or `hop` not positive.
+            ValueError: `window` under `min_window`, or `hop` not positive.
         """
         import pandas as pd
 
         from msir_keras.batches import pad_batch
 
         hop = window / HOPS_PER_WINDOW if hop is None else hop
-        if window <= 0 or hop <= 0:
-            raise ValueError(f"window and hop must be positive seconds, got {window} and {hop}")
+        if window < self.min_window or hop <= 0:
+            raise ValueError(f"window must be at least {self.min_window:g} s (one frame of every input) and hop "
+                             f"positive, got {window:g} and {hop:g}")
+        problem = signal_problem(signal)
+        if problem is not None:
+            raise AudioError(path, f"{problem}; no timeline is written")
         forward = self.probabilities if forward is None else forward
         duration = len(signal) / SAMPLE_RATE
         starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)

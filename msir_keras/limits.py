@@ -37,6 +37,7 @@ LIMITS = {
     "port": (int, 0, 65535, True, True),
     "max_mb": (float, 0.0, None, False, True),
     "max_seconds": (float, 0.0, None, False, True),
+    "max_timeline_minutes": (float, 0.0, None, False, True),
     "threads": (int, 1, None, True, True),
 }
 

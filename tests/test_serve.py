@@ -49,6 +49,13 @@ REFERENCE = textwrap.dedent("""
 """)
 
 
+PLACES = {}  # the server's working folder, HOME and TMPDIR, and what HOME and TMPDIR held once it had started
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder.parent)) for p in folder.rglob("*"))
+
+
 def _env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                 TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
@@ -69,12 +76,18 @@ def files(emodb_manifest, tmp_path_factory):
         "non-finite": pathlib.Path(write_wav(str(folder / "nan.wav"), np.full(8000, np.nan, np.float32),
                                              subtype="FLOAT")),
     }
+    loud = write_wav(str(folder / "loud.wav"), np.full(8000, 100.0, np.float32), subtype="FLOAT")
+    bad["out-of-range"] = pathlib.Path(loud)  # float samples of 100: each extractor refuses them
     bad["unreadable"].write_bytes(b"RIFF1234WAVEjunk")
     bad["empty"].write_bytes(b"")
     truncated = folder / "truncated.wav"
     truncated.write_bytes(data[:-2000])  # its header declares 2000 bytes more: a warning, still predicted
+    bomb = folder / "bomb.flac"  # 10 minutes of 48 kHz stereo silence in about 110 KB
+    with soundfile.SoundFile(str(bomb), "w", 48000, 2, format="FLAC") as handle:
+        for _ in range(60):
+            handle.write(np.zeros((480000, 2), np.float32))
     return {"load": load, "long": write_wav(str(folder / "long.wav"), long), "bad": bad,
-            "truncated": str(truncated), "folder": folder}
+            "truncated": str(truncated), "folder": folder, "bomb": str(bomb)}
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +95,14 @@ def server(runs, files, tmp_path_factory):
     """(base URL, process, log dir, `msir predict`'s results): the server, started once for the module."""
     run = str(runs["classification"])
     folder = tmp_path_factory.mktemp("serve")
+    # Its own working folder, HOME and TMPDIR, all empty: whatever it writes there shows (the last test).
+    cwd, home, tmp = (tmp_path_factory.mktemp(name) for name in ("serve-cwd", "serve-home", "serve-tmp"))
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "msir_keras.cli", "serve", "--model", run, "--port", "0", "--api-key", KEY,
-         "--max-seconds", str(MAX_SECONDS), "--max-mb", str(MAX_MB), "--log-dir", str(folder / "log")],
-        stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=folder)
+         "--max-seconds", str(MAX_SECONDS), "--max-mb", str(MAX_MB), "--max-timeline-minutes", "1",
+         "--log-dir", "log"],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(_env(), HOME=str(home), TMPDIR=str(tmp)), cwd=cwd)
     try:
         # Meanwhile, the reference: `msir predict` on the same files, and its timeline of the long one.
         bad = [str(p) for p in files["bad"].values()]
@@ -106,7 +122,8 @@ def server(runs, files, tmp_path_factory):
             time.sleep(0.2)
         line = (folder / "server.log").read_text()
         url = line[line.index("http://"):].split()[0].rstrip("/")
-        yield url, process, folder / "log", reference
+        PLACES.update(cwd=cwd, home=home, tmp=tmp, written=_listing(home) + _listing(tmp))
+        yield url, process, cwd / "log", reference
     finally:
         if process.poll() is None:
             process.kill()
@@ -115,7 +132,7 @@ def server(runs, files, tmp_path_factory):
 
 
 class FakeDetector:
-    """`Detector.score` and `probabilities` without a model: each row tells its batch's size and order."""
+    """`Detector.score` without a model: each row tells its batch's size and padded length; "bad" inputs raise."""
 
     def __init__(self):
         self.calls = []
@@ -123,7 +140,9 @@ class FakeDetector:
     def score(self, features):
         lengths = [len(f["x"]) for f in features]
         self.calls.append(lengths)
-        return [{"batch": len(features), "length": n} for n in lengths]
+        if any("bad" in f for f in features):
+            raise RuntimeError("a forward pass failed")
+        return [{"batch": len(features), "padded": max(lengths), "length": n} for n in lengths]
 
 
 def test_the_batcher_buckets_concurrent_requests_by_length():
@@ -136,18 +155,19 @@ def test_the_batcher_buckets_concurrent_requests_by_length():
     async def main():
         batcher = Batcher(detector, batch_size=16, max_wait=1.0)
         batcher.start()
-        lengths = np.random.default_rng(0).permutation(40) + 1
 
-        async def request(n, delay):
+        async def request(n, delay, **extra):
             with batcher.expect():
                 await asyncio.sleep(delay)  # extraction
-                return await batcher.score({"x": np.zeros((n, 3))})
+                return await batcher.score({"x": np.zeros((n, 3)), **extra})
 
-        # 40 requests whose features arrive over 20 ms: 3 forward passes, each sorted by length.
-        results = await asyncio.gather(*[request(int(n), i / 2000) for i, n in enumerate(lengths)])
-        assert [r["length"] for r in results] == list(lengths)
-        assert [len(c) for c in detector.calls] == [16, 16, 8] and all(c == sorted(c) for c in detector.calls)
-        assert sorted(sum(detector.calls, [])) == list(range(1, 41))
+        # 32 requests at once, 1 s and 30 s (100 and 3000 frames) in turn: two passes, the short ones
+        # together and the long ones together (16 in arrival order would mix them, 8 and 8 in each pass).
+        lengths = [100, 3000] * 16
+        results = await asyncio.gather(*[request(n, 0) for n in lengths])
+        assert [r["length"] for r in results] == lengths
+        assert sorted(detector.calls) == [[100] * 16, [3000] * 16]
+        assert all(r["padded"] == r["length"] for r in results)  # no 1 s request padded to 30 s
         # A lone request is scored at once; one cancelled before its pass is dropped unscored.
         started = time.monotonic()
         assert (await request(5, 0))["batch"] == 1 and time.monotonic() - started < 0.5
@@ -156,10 +176,93 @@ def test_the_batcher_buckets_concurrent_requests_by_length():
             await asyncio.sleep(0)
             left.cancel()
         assert (await request(9, 0.05))["batch"] == 1 and detector.calls[-1] == [9]
-        assert batcher.scored == 42 and batcher.batches == len(detector.calls)
+        assert batcher.scored == 34 and batcher.batches == len(detector.calls)
+        # A pass that raises is run again one input at a time: only the bad input fails.
+        answers = await asyncio.gather(*[request(10 + i, i / 2000, **({"bad": 1} if i == 2 else {}))
+                                         for i in range(4)], return_exceptions=True)
+        assert [type(a).__name__ for a in answers] == ["dict", "dict", "RuntimeError", "dict"]
+        assert all(a["batch"] == 1 for a in answers if isinstance(a, dict))
         await batcher.stop()
 
     asyncio.run(main())
+
+
+class BrokenDetector:
+    """What `create_app` reads of a detector, and an `extract` with a bug whose message holds a server path."""
+
+    feature_config, class_names, models, threshold, extractors, min_window = {}, {"c": ["a", "b"]}, [1], 0.5, {}, 0.025
+
+    def extract(self, signals):
+        raise RuntimeError("/srv/secret/run/model: no such thing")
+
+
+def _call(app, method, path, body=b"", headers=()):
+    """(status, body) of one request to an ASGI app, in this process (no server, no HTTP client)."""
+    import asyncio
+
+    async def main():
+        sent, messages = [], [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"", "root_path": "",
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers], "scheme": "http",
+                 "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "http_version": "1.1"}
+        try:
+            await app(scope, receive, send)
+        except RuntimeError:
+            pass  # Starlette raises a 500's error again after answering, for the server to log
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+    return asyncio.run(main())
+
+
+def test_a_bug_answers_an_id_not_its_details_and_an_empty_key_is_refused(tmp_path, capsys, monkeypatch):
+    import io
+
+    from msir_keras.cli import main
+    from msir_keras.service import Limits, create_app
+
+    app = create_app(BrokenDetector(), "/srv/secret/run", Limits(log_dir=str(tmp_path)))
+    wav = io.BytesIO()
+    soundfile.write(wav, tone(0.5), 16000, format="WAV")
+    status, body = _call(app, "POST", "/v1/predict", wav.getvalue(), [("content-type", "audio/wav")])
+    error = json.loads(body)["error"]
+    assert status == 500 and "/srv" not in error and "RuntimeError" not in error, error
+    error_id = error.split()[2].rstrip(":")
+    assert f"error {error_id}" in capsys.readouterr().err  # the details: stderr and the log, under the id
+    logged = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert any(e.get("error_id") == error_id and "/srv/secret" in e.get("error", "") for e in logged), logged
+    assert any(e.get("error_id") == error_id and e.get("status") == 500 for e in logged), logged
+    # An empty key (`--api-key "$KEY"` with KEY unset, or MSIR_API_KEY="") is refused, not taken as none.
+    with pytest.raises(ValueError, match="empty"):
+        create_app(BrokenDetector(), "run", Limits(api_key=""))
+    assert main(["serve", "--model", "nowhere", "--api-key", ""]) == 2
+    monkeypatch.setenv("MSIR_API_KEY", "")
+    assert main(["serve", "--model", "nowhere"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("msir serve: error: the API key is empty") for line in lines), lines
+
+
+def test_an_unsized_wav_is_bounded_by_its_body():
+    import io
+
+    from msir_keras.service.uploads import RequestProblem, declared_seconds
+
+    wav = io.BytesIO()
+    soundfile.write(wav, np.zeros(160000, np.float32), 16000, subtype="PCM_16", format="WAV")  # 10 s
+    data = bytearray(wav.getvalue())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = bytes(4)  # a recorder that never wrote the data size: the header cannot say
+    assert declared_seconds(bytes(data), "u", 12, str) == pytest.approx(10, abs=0.01)
+    with pytest.raises(RequestProblem) as refused:
+        declared_seconds(bytes(data), "u", 8, lambda seconds: f"{seconds:.1f} s")
+    assert refused.value.status == 413 and refused.value.reason == "10.0 s"
 
 
 def _post(url, path, name=None, key=KEY, raw=False, **kwargs):
@@ -199,7 +302,7 @@ def test_health_needs_no_key_and_describes_the_model(server):
     assert health["classes"] == {"classification": ["angry", "happy", "neutral", "sad"]}
     assert health["branches"] and health["upstream"] == "off" and health["corpus"]["corpus"] == "manifest"
     assert health["version"] and health["api_key_required"] is True
-    assert health["limits"] == {"max_mb": MAX_MB, "max_seconds": MAX_SECONDS}
+    assert health["limits"] == {"max_mb": MAX_MB, "max_seconds": MAX_SECONDS, "max_timeline_minutes": 1}
     page = requests.get(f"{url}/", timeout=10)
     assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<body")[0]
 
@@ -243,7 +346,9 @@ def test_bad_input_gets_the_clis_reason_and_status(server, files):
         answer = _post(f"{url}/v1/predict", path)
         assert answer.status_code == 422, (kind, answer.text)
         # The CLI names the file by its path where the server names the upload by its name.
-        assert answer.json() == {"error": reasons[str(path)].replace(str(path), path.name)}, kind
+        assert answer.json()["error"] == reasons[str(path)].replace(str(path), path.name), kind
+        assert set(answer.json()) == ({"error", "warnings"} if kind == "out-of-range" else {"error"}), kind
+    assert _post(f"{url}/v1/predict", files["bad"]["out-of-range"]).json()["warnings"][0].startswith("a constant signal")
     too_long = _post(f"{url}/v1/predict", files["long"])
     assert too_long.status_code == 413 and "/v1/timeline" in too_long.json()["error"]
     big = requests.post(f"{url}/v1/predict", data=b"\0" * (MAX_MB * 2**20 + 1), timeout=30,
@@ -256,12 +361,36 @@ def test_bad_input_gets_the_clis_reason_and_status(server, files):
 
     streamed = requests.post(f"{url}/v1/predict", data=chunks(), timeout=30, headers={"X-API-Key": KEY})
     assert streamed.status_code == 413
-    window = _post(f"{url}/v1/timeline?window=-1", files["load"][0])
-    assert window.status_code == 400 and "window" in window.json()["error"]
+    for query, words in [("window=-1", "window must be a number"), ("window=4_0", "window must be a number"),
+                         ("window=0.001&hop=1", "window must be at least 0.025 s"),
+                         ("hop=1e-300", "hop must be at least 0.001 s")]:
+        window = _post(f"{url}/v1/timeline?{query}", files["load"][0])
+        assert window.status_code == 400 and window.json()["error"].startswith(words), (query, window.text)
+        assert len(window.json()["error"]) < 100, window.text
+    loud = _post(f"{url}/v1/timeline", files["bad"]["out-of-range"])
+    assert loud.status_code == 422 and loud.json()["error"].startswith(reasons[str(files["bad"]["out-of-range"])])
     no_file = requests.post(f"{url}/v1/predict", files={"audio": ("a.wav", b"RIFF")}, headers={"X-API-Key": KEY},
                             timeout=10)
     assert no_file.status_code == 400 and "'file'" in no_file.json()["error"]
     assert requests.get(f"{url}/v1/health", timeout=10).status_code == 200  # still serving
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(server, files):
+    url, process, _, _ = server
+
+    def peak_mb():  # the server's peak resident memory so far
+        status = pathlib.Path(f"/proc/{process.pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+    before = peak_mb()
+    # 110 KB of FLAC that decodes to 10 minutes of 48 kHz stereo (220 MB of float32, more resampled).
+    predict = _post(f"{url}/v1/predict", files["bomb"])
+    assert predict.status_code == 413 and predict.json()["error"].startswith("600.0 s of audio, longer than")
+    assert "/v1/timeline" in predict.json()["error"]
+    timeline = _post(f"{url}/v1/timeline", files["bomb"])
+    assert timeline.status_code == 413 and "--max-timeline-minutes" in timeline.json()["error"], timeline.text
+    assert timeline.json()["error"].startswith("10.0 minutes of audio, longer than /v1/timeline's limit of 1 minutes")
+    assert peak_mb() - before < 100, (before, peak_mb())  # nothing decoded
 
 
 def test_the_api_key(server, files):
@@ -271,33 +400,62 @@ def test_the_api_key(server, files):
     wrong = _post(f"{url}/v1/predict", path, key="wrong")
     assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
     assert _post(f"{url}/v1/timeline", path, key=None).status_code == 401
-    bearer = requests.post(f"{url}/v1/predict", files={"file": open(path, "rb")},
-                           headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
-    assert bearer.status_code == 200
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        bearer = requests.post(f"{url}/v1/predict", files={"file": open(path, "rb")},
+                               headers={"Authorization": f"{scheme} {KEY}"}, timeout=60)
+        assert bearer.status_code == 200, scheme
+    bare = requests.post(f"{url}/v1/predict", files={"file": open(path, "rb")}, headers={"Authorization": KEY},
+                         timeout=60)
+    assert bare.status_code == 401  # the key without its scheme
+    assert requests.get(f"{url}/v1/health/", timeout=10).json()["status"] == "ok"  # a trailing slash: public too
 
 
 def test_a_client_that_leaves_frees_its_work(server, files):
     url, _, log_dir, _ = server
     host, port = url.removeprefix("http://").split(":")
     body = pathlib.Path(files["long"]).read_bytes()
-    before = requests.get(f"{url}/v1/health", timeout=10).json()["window_batches"]
-    # A timeline of ~2600 windows, 82 forward passes of 32; the client closes its socket once it has sent it.
+    before = requests.get(f"{url}/v1/health", timeout=10).json()
+
+    def left():
+        lines = [json.loads(line) for line in (log_dir / "requests.jsonl").read_text().splitlines()]
+        return lines, [line["path"] for line in lines if line["status"] == 499]
+
+    before_left = len(left()[1])
+
+    # Two timelines of ~2600 windows each (82 forward passes of 32), from clients that wait for them.
     windows = int(soundfile.info(files["long"]).duration / 0.005)
-    with socket.create_connection((host, int(port))) as client:
+    clients = [socket.create_connection((host, int(port))) for _ in range(2)]
+    for client in clients:
         client.sendall(f"POST /v1/timeline?window=1&hop=0.005 HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n"
                        f"Content-Type: audio/wav\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        time.sleep(0.1)
+    time.sleep(0.3)
+    # Meanwhile a predict is answered: timelines have their own thread, not the predicts' (one runs, one waits).
+    assert _post(f"{url}/v1/predict", files["load"][2]).status_code == 200
+    for client in clients:
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(1)  # neither timeline is done
+    for client in clients:
+        client.close()
     deadline = time.monotonic() + 30
-    while True:
-        lines = [json.loads(line) for line in (log_dir / "requests.jsonl").read_text().splitlines()]
-        left = [line for line in lines if line["status"] == 499]
-        if left or time.monotonic() > deadline:
-            break
+    while len(left()[1]) - before_left < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert left and left[0]["path"] == "/v1/timeline", lines[-3:]
+    lines, paths = left()
+    assert paths[before_left:] == ["/v1/timeline"] * 2, lines[-4:]
     time.sleep(0.5)
-    passes = requests.get(f"{url}/v1/health", timeout=10).json()["window_batches"] - before
-    assert passes < windows / 32 / 2, passes  # stopped between forward passes, far from its end
+    after = requests.get(f"{url}/v1/health", timeout=10).json()
+    passes = after["window_batches"] - before["window_batches"]
+    assert passes < windows / 32 / 2, passes  # the first stopped between forward passes, far from its end
+    assert after["timelines"] - before["timelines"] == 1  # the second, still queued, never started
+    # A client that leaves in the middle of its upload: 499 in the log, not a 500.
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n"
+                       f"Content-Type: audio/wav\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while left()[1][before_left + 2:] != ["/v1/predict"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left()[1][before_left + 2:] == ["/v1/predict"], left()[0][-3:]
 
 
 def test_load_many_clients_equal_results(server, files):
@@ -378,4 +536,7 @@ def test_sigterm_shuts_down_cleanly(server):
     url, process, log_dir, _ = server
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
-    assert [p.name for p in log_dir.iterdir()] == ["requests.jsonl"]  # nothing else written
+    # Nothing written but the request log: in its working folder, HOME and TMPDIR, since it started.
+    assert [p.name for p in PLACES["cwd"].iterdir()] == ["log"]
+    assert [p.name for p in log_dir.iterdir()] == ["requests.jsonl"]
+    assert _listing(PLACES["home"]) + _listing(PLACES["tmp"]) == PLACES["written"]

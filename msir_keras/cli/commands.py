@@ -264,7 +264,8 @@ def _predict_timelines(detector, files, args):
 def cmd_serve(args):
     from msir_keras.service import Limits, serve
 
-    limits = Limits(max_mb=args.max_mb, max_seconds=args.max_seconds, api_key=args.api_key, workers=args.threads,
+    limits = Limits(max_mb=args.max_mb, max_seconds=args.max_seconds, max_timeline_minutes=args.max_timeline_minutes,
+                    api_key=args.api_key, workers=args.threads,
                     batch_size=args.batch_size, log_dir=args.log_dir)
     return serve(args.model, host=args.host, port=args.port, limits=limits, fold=args.fold,
                  threshold=args.threshold, wav2vec2=args.wav2vec2, warn=_warn)

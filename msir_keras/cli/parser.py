@@ -23,7 +23,7 @@ def build_parser():
     from msir_keras.detector import HOPS_PER_WINDOW, PREDICT_BATCH, THRESHOLD, TIMELINE_BATCH
     from msir_keras.features import DEFAULT_BATCH_SIZE, FEATURES, INPUTS
     from msir_keras.reproduce import PAPER_ZETAS
-    from msir_keras.service import API_KEY_VARIABLE, LOOPBACK, MAX_MB, MAX_SECONDS
+    from msir_keras.service import API_KEY_VARIABLE, LOOPBACK, MAX_MB, MAX_SECONDS, MAX_TIMELINE_MINUTES
 
     defaults = config.ExperimentConfig()
     parser = argparse.ArgumentParser(
@@ -167,17 +167,21 @@ def build_parser():
                        help="TCP port (default: %(default)s; 0: a free one, printed)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help=f"require KEY on every endpoint but /v1/health and the page (default: the "
-                       f"{API_KEY_VARIABLE} environment variable; unset: no key)")
+                       f"{API_KEY_VARIABLE} environment variable; unset: no key; an empty key is refused)")
     serve.add_argument("--max-mb", type=limited("max_mb", "--max-mb"), default=MAX_MB,
                        help="largest upload in MB; larger ones get 413 (default: %(default)s)")
     serve.add_argument("--max-seconds", type=limited("max_seconds", "--max-seconds"), default=MAX_SECONDS,
                        help="longest recording /v1/predict takes, in seconds; longer ones get 413 naming "
                        "/v1/timeline (default: %(default)s)")
+    serve.add_argument("--max-timeline-minutes", type=limited("max_timeline_minutes", "--max-timeline-minutes"),
+                       default=MAX_TIMELINE_MINUTES, help="longest recording /v1/timeline takes, in minutes; "
+                       "longer ones get 413 (default: %(default)s)")
     serve.add_argument("--log-dir", default=None,
                        help="append one JSON line per request to LOG_DIR/requests.jsonl (default: nothing is "
                        "written to disk)")
     serve.add_argument("--threads", type=limited("threads", "--threads"), default=None,
-                       help="threads that decode uploads and extract features (default: one per core)")
+                       help="threads that decode /v1/predict's uploads and extract their features (default: one "
+                       "per core this process may use; timelines have one thread of their own)")
     serve.add_argument("--batch-size", type=limited("batch_size", "--batch-size"), default=PREDICT_BATCH,
                        help="requests per forward pass at most (default: %(default)s)")
     serve.add_argument("--fold", default=None, help="use one fold's model (default: average all)")

@@ -39,6 +39,15 @@ def check_signal(signal):
     return signal
 
 
+def signal_problem(signal):
+    """Why `check_signal` refuses a file's decoded samples (far outside [-1, 1] ...), in one line for the file, or None."""
+    try:
+        check_signal(signal)
+    except ValueError as error:
+        return f"{str(error).split('; ')[0]}; rescale the file's samples to [-1, 1]"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
     """Base for the extractors' configs: plain data that round-trips to JSON."""

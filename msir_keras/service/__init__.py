@@ -7,7 +7,8 @@ page at `/`. Importing this package imports neither Starlette, uvicorn nor
 Keras: `app` and `server` do, when a server starts.
 """
 
-from msir_keras.service.limits import API_KEY_VARIABLE, LOOPBACK, MAX_MB, MAX_SECONDS, Limits
+from msir_keras.service.limits import (API_KEY_VARIABLE, LOOPBACK, MAX_MB, MAX_SECONDS, MAX_TIMELINE_MINUTES,
+                                       Limits)
 
 
 def serve(*args, **kwargs):
@@ -24,4 +25,5 @@ def create_app(*args, **kwargs):
     return make(*args, **kwargs)
 
 
-__all__ = ["API_KEY_VARIABLE", "LOOPBACK", "MAX_MB", "MAX_SECONDS", "Limits", "create_app", "serve"]
+__all__ = ["API_KEY_VARIABLE", "LOOPBACK", "MAX_MB", "MAX_SECONDS", "MAX_TIMELINE_MINUTES", "Limits", "create_app",
+           "serve"]

@@ -2,9 +2,13 @@
 
 Requests arrive one file at a time; a forward pass costs far less per input
 for a batch than for one (the test run's small MSIR on two cores: 40 ms for
-one file, 190 ms for 16). `Batcher` scores what has arrived, up to
-`batch_size` inputs sorted by length (as `Detector.predict` sorts a
-folder), in one forward pass. A batch waits for
+one file, 190 ms for 16). `Batcher` takes everything that has arrived,
+sorts it by length (as `Detector.predict` sorts a folder) and cuts it into
+forward passes of at most `batch_size` inputs, a new pass also where an
+input is over `SPREAD` (4) times longer than the pass's shortest: a pass is
+padded to its longest input, so a 60 s request does not make 1 s ones pay
+for 60 s each. A pass that raises is run again one input at a time, so
+that only the input at fault fails. A batch waits for
 more only while other requests are on their way (`expect()` counts them,
 from the moment their upload is read until their features are ready), and
 at most `max_wait`: a lone request is scored at once, and under load the
@@ -24,6 +28,7 @@ import time
 from msir_keras.detector import PREDICT_BATCH
 
 MAX_WAIT = 1.0  # seconds a batch stays open at most for requests still being decoded and extracted
+SPREAD = 4.0  # a forward pass holds inputs up to this many times longer than its shortest
 
 
 class Cancelled(Exception):
@@ -58,6 +63,7 @@ class Batcher:
         self.batches = 0
         self.scored = 0
         self.window_batches = 0  # timelines' forward passes
+        self.timelines = 0  # timelines started (one queued whose client left never starts)
         self.coming = 0  # requests between their upload and their features: a batch may wait for them
         self._queue = None
         self._task = None
@@ -126,36 +132,55 @@ class Batcher:
         return self.model_thread.submit(self.detector.probabilities, inputs).result()
 
     async def _run(self):
-        loop = asyncio.get_running_loop()
         while True:
             pending = [await self._queue.get()]
             deadline = time.monotonic() + self.max_wait
-            while len(pending) < self.batch_size:
-                if not self._queue.empty():
+            while True:
+                while not self._queue.empty():  # everything that has arrived
                     pending.append(self._queue.get_nowait())
-                    continue
                 timeout = deadline - time.monotonic()
-                if self.coming <= 0 or timeout <= 0:
+                if len(pending) >= self.batch_size or self.coming <= 0 or timeout <= 0:
                     break
                 self._arrived.clear()  # waits on an event, not on queue.get: a timed-out get could lose an item
                 try:
                     await asyncio.wait_for(self._arrived.wait(), min(timeout, 0.01))
                 except asyncio.TimeoutError:
                     pass  # a request on its way may have failed: `coming` is read again
-            bucket = sorted([item for item in pending if not item[1].done()],  # a client that left: dropped
-                            key=lambda item: _length(item[0]))
-            if not bucket:
-                continue
-            try:
-                results = await loop.run_in_executor(self.model_thread, self.detector.score,
-                                                     [features for features, _ in bucket])
-            except Exception as error:  # a model failure fails its batch's requests, not the server
-                for _, future in bucket:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            self.batches += 1
-            self.scored += len(bucket)
-            for (_, future), result in zip(bucket, results):
-                if not future.done():
-                    future.set_result(result)
+            live = sorted([item for item in pending if not item[1].done()],  # a client that left: dropped
+                          key=lambda item: _length(item[0]))
+            for batch in buckets(live, self.batch_size, key=lambda item: _length(item[0])):
+                await self._pass(batch)
+
+    async def _pass(self, batch):
+        """One forward pass over `batch`; if it raises, each input alone, so that only a bad one fails."""
+        batch = [item for item in batch if not item[1].done()]
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.model_thread, self.detector.score,
+                                                 [features for features, _ in batch])
+        except Exception as error:  # a model failure fails its own request, not its batch or the server
+            if len(batch) > 1:
+                for item in batch:
+                    await self._pass([item])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(error)
+            return
+        self.batches += 1
+        self.scored += len(batch)
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
+
+
+def buckets(items, size, key, spread=SPREAD):
+    """Consecutive batches of length-sorted `items`: at most `size` each, and a new one where an input is
+    more than `spread` times longer than its batch's shortest (so short requests do not pay for a long one)."""
+    batches = []
+    for item in items:
+        if batches and len(batches[-1]) < size and key(item) <= spread * max(key(batches[-1][0]), 1):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches

@@ -60,7 +60,7 @@ def serve(model, host=LOOPBACK, port=8000, limits=None, fold=None, threshold=0.5
         warn: callable(str) or None. Told of a non-loopback host without an API key.
 
     Raises:
-        ValueError: the address cannot be bound, or `log_dir` is not a folder that can be made.
+        ValueError: an empty API key, the address cannot be bound, or `log_dir` is not a folder that can be made.
     """
     import uvicorn
 
@@ -70,7 +70,8 @@ def serve(model, host=LOOPBACK, port=8000, limits=None, fold=None, threshold=0.5
 
     limits = limits or Limits()
     if limits.api_key is None:
-        limits.api_key = os.environ.get(API_KEY_VARIABLE) or None
+        limits.api_key = os.environ.get(API_KEY_VARIABLE)  # set but empty: refused below, as `--api-key ""`
+    limits.check()
     if not is_loopback(host) and limits.api_key is None and warn is not None:
         warn(f"serving on {host}, beyond this machine, without an API key: anyone who reaches it can use the "
              f"model; give --api-key KEY (or set {API_KEY_VARIABLE})")

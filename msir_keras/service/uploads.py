@@ -112,3 +112,58 @@ def audio_part(body, content_type):
             return data, filename or "upload"
     raise RequestProblem(400, "a multipart/form-data body needs the audio in a part named 'file' "
                               f"(found: {', '.join(repr(p[0]) for p in parts) or 'no parts'})")
+
+
+# Decoding may hold at most this many times the recording's 16 kHz mono float32 size (48 kHz x 8
+# channels, 96 kHz x 4 ...): a cap on what a small, highly compressed upload makes the server allocate.
+DECODE_FACTOR = 24
+UNSIZED = ("WAV", "WAVEX", "RF64", "W64")  # containers whose unstated length is bounded by the body (PCM)
+BYTES = {"PCM_U8": 1, "PCM_S8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+         "DOUBLE": 8}  # bytes per sample; others (ADPCM) are taken as half a byte
+
+
+def declared_seconds(data, name, max_seconds, over):
+    """Refuses an upload whose header declares audio over `max_seconds`, before anything is decoded.
+
+    libsndfile reads the header only (`soundfile.info` on the bytes in
+    memory): frames, rate, channels. A 110 KB FLAC of silence can declare
+    hours; decoding it would allocate gigabytes before its length is known.
+
+    Args:
+        data: bytes. The upload.
+        name: str. What messages call it.
+        max_seconds: float. The longest recording taken.
+        over: callable(seconds) -> str. The 413's one line for `seconds` over the limit.
+
+    Returns:
+        The declared seconds (for a wav whose header leaves its length open,
+        an upper bound from the body's size); None for bytes libsndfile
+        cannot open (`read_audio` then refuses them, decoding nothing).
+
+    Raises:
+        RequestProblem: 413 over the limit, or over the decoding budget (too
+            many channels or too high a rate for its length), or a length
+            the header does not state in a compressed format.
+    """
+    import io
+
+    import soundfile
+
+    try:
+        info = soundfile.info(io.BytesIO(data))
+    except Exception:
+        return None  # libsndfile cannot open it: read_audio refuses it with the CLI's reason, decoding nothing
+    frames = info.frames if 0 < info.frames < 2**62 else None
+    if frames is None:
+        if info.format not in UNSIZED or info.samplerate <= 0:
+            raise RequestProblem(413, f"{name}: its header does not say how long the audio is ({info.format}); "
+                                      "re-encode it as wav or flac")
+        frames = int(len(data) / BYTES.get(info.subtype, 0.5) / max(info.channels, 1))  # uncompressed: a bound
+    seconds = frames / info.samplerate
+    if seconds > max_seconds:
+        raise RequestProblem(413, over(seconds))
+    if frames * info.channels > DECODE_FACTOR * 16000 * max(seconds, 1.0):
+        raise RequestProblem(413, f"{name}: {info.channels} channels at {info.samplerate} Hz: more samples to "
+                                  f"decode than the server takes ({DECODE_FACTOR} x 16 kHz mono); downmix "
+                                  "or resample it first")
+    return seconds
