@@ -90,7 +90,7 @@ def tfdata_dataset(data, batch_size=64, shuffle=True, seed=0, bucketing=True, wi
     if shuffle:
         dataset = dataset.shuffle(data.size, seed=seed, reshuffle_each_iteration=True)
     first = data.sequence_name
-    longest = data._longest()
+    longest = {name: max(len(a) for a in arrays) for name, arrays in data.features.items()}
     if shuffle and bucketing:
         dataset = _length_buckets(dataset, first, data.size, batch_size, bucket_batches, seed, replicas)
     else:

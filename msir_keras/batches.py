@@ -17,6 +17,8 @@ zeros change no prediction).
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -95,6 +97,8 @@ class BucketedBatches(keras.utils.PyDataset):
         super().__init__(**kwargs)
         if with_labels and data.labels is None:
             raise ValueError("this FeatureSet has no labels; pass with_labels=False")
+        if data.size == 0:
+            raise ValueError("this FeatureSet holds no utterance: there is nothing to batch")
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
         self.bucket_batches, self.with_labels, self.pad_to = bucket_batches, with_labels, pad_to
         self.replicas, self.fill = replicas, fill
@@ -173,10 +177,20 @@ def tensorflow_dataset(batches):
     inputs = {name: spec(value, 2 if value.ndim > 2 else 1) for name, value in first[0].items()}
     signature = (inputs, *(spec(value, 1) for value in first[1:]))
 
+    # tf.data keeps a generator registered after its dataset is gone (tensorflow/tensorflow#57690): the
+    # generator holds the batches weakly, the dataset (and every dataset made from it) strongly.
+    reference = weakref.ref(batches)
+
     def epoch():
-        batches.on_epoch_end()
-        for index in range(len(batches)):
-            yield batches[index]
+        current = reference()
+        if current is None:
+            raise RuntimeError("the batches of this pipeline were freed; keep the dataset FeatureSet.pipeline() "
+                               "returned while it is iterated")
+        current.on_epoch_end()
+        for index in range(len(current)):
+            yield current[index]
 
     dataset = tf.data.Dataset.from_generator(epoch, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
+    dataset.msir_batches = batches
+    return dataset

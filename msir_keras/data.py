@@ -120,9 +120,6 @@ class FeatureSet:
             statistics[name] = (mean.astype(np.float32), std.astype(np.float32))
         return statistics
 
-    def _longest(self):
-        return {name: max(len(a) for a in arrays) for name, arrays in self.features.items()}
-
     def batches(self, batch_size=64, shuffle=True, seed=0, with_labels=True, bucket_batches=8, pad_to=1,
                 **kwargs):
         """Length-bucketed, padded batches as a `keras.utils.PyDataset` of numpy arrays (any Keras backend).
@@ -162,6 +159,14 @@ class FeatureSet:
                                fill=backend != "tensorflow")
         return tensorflow_dataset(batches) if backend == "tensorflow" else batches
 
+    def dataset(self, batch_size=64, shuffle=True, seed=0, with_labels=True, replicas=1):
+        """`pipeline` under its former name (a tf.data.Dataset under TensorFlow): kept for old code."""
+        import warnings
+
+        warnings.warn("FeatureSet.dataset is FeatureSet.pipeline now (the same batches on every backend)",
+                      DeprecationWarning, stacklevel=2)
+        return self.pipeline(batch_size, shuffle=shuffle, seed=seed, with_labels=with_labels, replicas=replicas)
+
     def padded_fraction(self, batch_size=64, bucketing=True, seed=0):
         """The share of padding in the frames of one training epoch's batches (first sequence input).
 
@@ -186,3 +191,12 @@ class FeatureSet:
         out = np.empty_like(probabilities)
         out[self.prediction_order()] = probabilities
         return out
+
+
+def __getattr__(name):
+    # `pad_batch` was defined here before it moved to `msir_keras.batches`: old imports still find it.
+    if name == "pad_batch":
+        from msir_keras.batches import pad_batch
+
+        return pad_batch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

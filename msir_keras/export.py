@@ -38,25 +38,43 @@ def export_model(model, folder):
 def export_run(path, out, overwrite=False):
     """Exports every model of a run (or one model folder) as SavedModels under `out`.
 
+    The export is written beside `out` first and moved into place whole, so
+    an interrupted export leaves `out` as it was, and an overwritten one
+    keeps nothing of the export it replaces.
+
     Args:
         path: str. A run folder or one fold's folder.
         out: str. The export folder.
-        overwrite: bool, defaults to False. Whether to write into a folder that already holds files.
+        overwrite: bool, defaults to False. Whether to replace a folder that already holds files.
 
     Returns:
         The list of written folders.
 
     Raises:
-        ValueError: `out` already holds files and `overwrite` is False, or `path` is an export.
+        ValueError: `out` already holds files and `overwrite` is False, `out`
+            holds the run's own models, or `path` is an export.
     """
+    import shutil
+
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"{out} already holds files; choose another --out, or pass --overwrite to replace "
-                         "the models there")
+        raise ValueError(f"{out} already holds files; choose another --out, or pass --overwrite "
+                         "(overwrite=True) to replace them")
+    sources = model_folders(path)
+    target_root = os.path.realpath(out)
+    if any(os.path.realpath(f) == target_root or os.path.realpath(f).startswith(target_root + os.sep)
+           for f in sources.values()):
+        raise ValueError(f"{out} holds the models being exported; choose another --out")
+    staging = os.path.normpath(out) + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
     written = []
-    for (target, fold), folder in model_folders(path).items():
+    for (target, fold), folder in sources.items():
         loaded = LoadedModel(folder, keras=True)
         if not hasattr(loaded.model, "export"):
             raise ValueError(f"{folder} is already a SavedModel export; export a run folder instead")
-        destination = out if (target, fold) == ("model", "model") else os.path.join(out, target, fold)
-        written.append(export_model(loaded.model, destination))
+        relative = "" if (target, fold) == ("model", "model") else os.path.join(target, fold)
+        export_model(loaded.model, os.path.join(staging, relative))
+        written.append(os.path.join(out, relative) if relative else out)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(staging, out)
     return written

@@ -41,7 +41,7 @@ def _has_flat_msir(node):
     return False
 
 
-def load_legacy(path, msir_class, compile=True):
+def load_legacy(path, compile=True, *, msir_class):
     """The model in an old `.keras` file, rebuilt in today's classes with its weights.
 
     `msir_class` is today's MSIR task class (`msir_keras.model.load_model`

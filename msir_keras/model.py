@@ -342,7 +342,7 @@ def load_model(path, compile=True):
 
     try:
         if is_legacy(path):
-            return load_legacy(path, MSIR, compile=compile)
+            return load_legacy(path, compile=compile, msir_class=MSIR)
         return keras.saving.load_model(path, compile=compile)
     except (TypeError, ValueError, OSError, KeyError) as error:
         raise ConfigError(

@@ -37,14 +37,25 @@ def _features(seed=0, count=37):
 
 
 def test_the_pipeline_buckets_by_length_and_tensorflow_reads_the_same_batches():
-    """TensorFlow's trainer reads the PyDataset's prediction batches exactly; a training epoch holds every
-    utterance once, in as many batches as the dataset's cardinality, each batch cut from a window sorted by
-    length; epochs differ, seeds repeat."""
+    """Prediction batches are those of the tf.data pipeline the package used before (kept as the benchmarks'
+    reference), and TensorFlow's trainer reads them exactly; a training epoch holds every utterance once, in
+    as many batches as tf.data's, each batch cut from a window sorted by length; epochs differ, seeds repeat."""
+    import importlib.util
+
     from msir_keras.batches import tensorflow_dataset
 
+    spec = importlib.util.spec_from_file_location(
+        "tfdata_reference", os.path.join(HERE, "..", "benchmarks", "tfdata_reference.py"))
+    tfdata = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tfdata)
     data = _features()
-    expected = list(data.pipeline(8, shuffle=False, with_labels=False))  # TensorFlow: a tf.data.Dataset
+    expected = list(tfdata.tfdata_dataset(data, 8, shuffle=False, with_labels=False))
+    read = list(data.pipeline(8, shuffle=False, with_labels=False))  # TensorFlow: a tf.data.Dataset
     got = data.batches(8, shuffle=False, with_labels=False)
+    assert len(read) == len(expected)
+    for (ours,), (theirs,) in zip(read, expected):
+        for name in ("lld", "egemaps"):
+            np.testing.assert_array_equal(ours[name].numpy(), theirs[name].numpy())
     assert len(got) == len(expected)
     for index, (reference,) in enumerate(expected):
         (batch,) = got[index]
@@ -53,6 +64,7 @@ def test_the_pipeline_buckets_by_length_and_tensorflow_reads_the_same_batches():
 
     training = data.batches(8, shuffle=True, seed=3, bucket_batches=2)
     assert len(training) == int(tensorflow_dataset(data.batches(8, shuffle=True, bucket_batches=2)).cardinality())
+    assert len(training) == int(tfdata.tfdata_dataset(data, 8, shuffle=True, bucket_batches=2).cardinality())
     epochs = []
     for _ in range(2):
         rows = [training.batches[i] for i in range(len(training))]

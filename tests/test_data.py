@@ -151,3 +151,24 @@ def test_data_parallel_batches_split_evenly_over_the_devices():
         cut = BucketedBatches(part, 8, shuffle=False, replicas=3, fill=False)
         sizes = [len(cut[i][1]) for i in range(len(cut))]
         assert sizes[0] % 3 == 0 and sum(sizes) == size and all(len(cut[i]) == 2 for i in range(len(cut)))
+
+
+def test_a_pipeline_lets_its_features_go_once_its_datasets_are_gone():
+    """tf.data keeps generators registered after their dataset is gone: the features must not stay with them
+    (a process training fold after fold, or reproduce's rows, would hold every fold's features)."""
+    import gc
+    import weakref
+
+    import keras
+
+    inputs = keras.Input((None, 3), name="lld")
+    model = keras.Model({"lld": inputs}, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling1D()(inputs)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    data = FeatureSet({"lld": [np.ones((n, 3), np.float32) for n in range(3, 23)]}, np.arange(20) % 2)
+    alive = weakref.ref(data)
+    model.fit(data.pipeline(4).repeat(2), epochs=1, steps_per_epoch=10, shuffle=False, verbose=0)  # a chain
+    assert data.predict(model, 4).shape == (20, 2)
+    del data
+    gc.collect()
+    assert alive() is None

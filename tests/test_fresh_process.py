@@ -71,6 +71,8 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
     soundfile.write(long, np.concatenate([read_audio(w) for w in wavs]), 16000)
     (folder / "broken.wav").write_bytes(b"RIFF1234WAVEjunk")
     (folder / "bad.csv").write_text("file,emotion\na.wav,sad\n")
+    (folder / "old-export").mkdir()
+    (folder / "old-export" / "saved_model.pb").write_bytes(b"an older one-model export")  # to be replaced whole
     store, models = emodb_store.root, {kind: str(runs[kind]) for kind in ("classification", "detection",
                                                                           "ensemble", "wav2vec", "fusion")}
     tested = {kind: _tested(runs[kind]) for kind in ("classification", "ensemble", "fusion")}
@@ -82,6 +84,9 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
         ("classification/export", ["export", models["classification"], "--out", str(folder / "export")]),
         ("classification/exported", ["predict", *wavs, "--model", str(folder / "export"), "--json"]),
         ("classification/export-again", ["export", models["classification"], "--out", str(folder / "export")]),
+        ("classification/export-over", ["export", models["classification"], "--out", str(folder / "old-export"),
+                                        "--overwrite"]),
+        ("classification/exported-over", ["predict", *wavs, "--model", str(folder / "old-export"), "--json"]),
         ("classification/timeline", ["predict", str(long), "--model", models["classification"], "--window", "2",
                                      "--hop", "0.5", "--out", str(folder / "timeline")]),
         ("ensemble/predict", ["predict", *wavs, "--model", models["ensemble"], "--json"]),
@@ -126,7 +131,7 @@ def _table(results, name):
 
 
 def test_classification_run_predicts_evaluates_and_exports(fresh, runs):
-    results, _ = fresh
+    results, folder = fresh
     run = runs["classification"]
     table = _table(results, "classification/predict")
     columns = [f"p_{e}" for e in CLASSES]
@@ -144,6 +149,11 @@ def test_classification_run_predicts_evaluates_and_exports(fresh, runs):
     _ok(results, "classification/export")
     exported = _table(results, "classification/exported")
     np.testing.assert_allclose(exported[columns], table[columns], rtol=1e-4, atol=1e-5)
+    # --overwrite replaces an older export whole: its lone model is gone, the run's folds answer.
+    _ok(results, "classification/export-over")
+    assert not (folder / "old-export" / "saved_model.pb").exists()
+    over = _table(results, "classification/exported-over")
+    np.testing.assert_allclose(over[columns], table[columns], rtol=1e-4, atol=1e-5)
 
 
 def test_ensemble_run_predicts_as_the_training_process(fresh, runs):
