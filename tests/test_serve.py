@@ -458,6 +458,7 @@ def test_a_client_that_leaves_frees_its_work(server, files):
     assert left()[1][before_left + 2:] == ["/v1/predict"], left()[0][-3:]
 
 
+@pytest.mark.slow  # CI runs it; the quick run keeps the endpoints' own checks
 def test_load_many_clients_equal_results(server, files):
     url, _, _, reference = server
     rows = _cli_rows(reference)
@@ -483,6 +484,7 @@ def test_load_many_clients_equal_results(server, files):
     assert scored == len(answers) and batches < scored  # requests shared forward passes
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="no chromium and chromedriver here (apt-get install chromium chromium-driver; CI does)")
 def test_the_page_in_a_headless_browser(server, files, tmp_path):
