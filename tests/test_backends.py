@@ -124,6 +124,7 @@ def test_train_and_predict_under(backend, tmp_path, emodb_manifest, emodb_store,
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_what_a_backend_cannot_run_is_refused_before_any_work(tmp_path, emodb_manifest):
     """`msir train` under PyTorch with --strategy mirrored, or without TensorFlow with --tensorboard: a
     one-line error, exit 2, and no run folder."""

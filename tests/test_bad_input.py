@@ -302,6 +302,7 @@ def test_run(case, ctx, capsys):
     call(ctx, case, capsys)
 
 
+@pytest.mark.slow
 def test_a_crashed_run_resumes_its_finished_folds_and_replaces_nothing(ctx, trained, capsys, monkeypatch):
     from msir_keras import experiment
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from msir_keras.legacy import is_legacy
 from msir_keras.model import MSIR
@@ -19,6 +20,7 @@ LEGACY = os.path.join(os.path.dirname(__file__), "data", "legacy")
 SAVED = ("msir", "ensemble", "late_fusion")
 
 
+@pytest.mark.slow
 def test_old_files_load_in_a_fresh_process_and_predict_as_when_saved(tmp_path):
     code = (
         "import sys, numpy as np;"

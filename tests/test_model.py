@@ -78,6 +78,7 @@ def test_paper_preset_has_the_paper_sizes():
         MSIR.from_preset("tiny", lstm_unit=3)
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     from msir_keras.losses import FocalLoss
     from msir_keras.metrics import UnweightedAverageRecall
@@ -112,6 +113,7 @@ def test_importing_the_package_imports_neither_keras_nor_tensorflow():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a SavedModel is TensorFlow's")
 def test_saved_model_round_trip_and_feature_check(tmp_path):
     model = _small(class_names=["a", "b", "c", "d"], feature_config={})

@@ -63,6 +63,7 @@ def test_balanced_class_weights_match_the_numpy_oracle():
         engine.class_weights(_config(class_weights="balanced"), labels[labels < 3], 4)
 
 
+@pytest.mark.slow
 def test_schedules_set_the_learning_rate_per_epoch_and_clipping_reaches_adam():
     (cosine,) = engine.schedule_callbacks(_config(lr_schedule="cosine", learning_rate=1e-3), 10)
     np.testing.assert_allclose([cosine.schedule(e, None) for e in range(12)],
@@ -86,6 +87,7 @@ def test_schedules_set_the_learning_rate_per_epoch_and_clipping_reaches_adam():
     assert engine.schedule_callbacks(_config(), 10) == []
 
 
+@pytest.mark.slow
 def test_class_weights_reach_the_training_loss():
     """One step on one batch reports the loss at the initial weights: the mean of every utterance's focal
     loss, each weighted by scikit-learn's balanced class weight when asked (class 0 twice as common here)."""
@@ -158,6 +160,7 @@ def _members(n=2):
             for i in range(n)]
 
 
+@pytest.mark.slow
 def test_an_ensemble_averages_its_members_and_loads_in_a_fresh_process(tmp_path):
     members = _members(3)
     ensemble = MSIREnsemble(members)
@@ -177,6 +180,7 @@ def test_an_ensemble_averages_its_members_and_loads_in_a_fresh_process(tmp_path)
         MSIREnsemble(members[:1])
 
 
+@pytest.mark.slow
 def test_a_run_with_an_ensemble_saves_one_model_that_predict_uses(runs):
     out = runs["ensemble"]
     assert ExperimentConfig.load(out / "config.json").ensemble == 2
