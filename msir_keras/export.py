@@ -35,6 +35,17 @@ def export_model(model, folder):
     return folder
 
 
+def _not_exported(folder):
+    """A file under `folder` that is not part of a SavedModel export (relative path), or None."""
+    exports = [d for d, _, files in os.walk(folder) if "saved_model.pb" in files]
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(directory, name)
+            if not any(path.startswith(e + os.sep) for e in exports):
+                return os.path.relpath(path, folder)
+    return None
+
+
 def export_run(path, out, overwrite=False):
     """Exports every model of a run (or one model folder) as SavedModels under `out`.
 
@@ -56,9 +67,17 @@ def export_run(path, out, overwrite=False):
     """
     import shutil
 
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"{out} already holds files; choose another --out, or pass --overwrite "
-                         "(overwrite=True) to replace them")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ValueError(f"{out} already holds files; choose another --out, or pass --overwrite to replace "
+                             "the export there")
+        stranger = _not_exported(out)
+        if stranger is not None:
+            raise ValueError(f"{out} holds {stranger}, which no export wrote; --overwrite replaces an export "
+                             "folder only: choose another --out")
+    here, target = os.path.realpath(os.getcwd()), os.path.realpath(out)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise ValueError(f"{out} is the current folder or holds it; export into a folder of its own")
     sources = model_folders(path)
     target_root = os.path.realpath(out)
     if any(os.path.realpath(f) == target_root or os.path.realpath(f).startswith(target_root + os.sep)

@@ -73,6 +73,8 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
     (folder / "bad.csv").write_text("file,emotion\na.wav,sad\n")
     (folder / "old-export").mkdir()
     (folder / "old-export" / "saved_model.pb").write_bytes(b"an older one-model export")  # to be replaced whole
+    (folder / "notes").mkdir()
+    (folder / "notes" / "notes.txt").write_text("not an export: --overwrite must leave it")
     store, models = emodb_store.root, {kind: str(runs[kind]) for kind in ("classification", "detection",
                                                                           "ensemble", "wav2vec", "fusion")}
     tested = {kind: _tested(runs[kind]) for kind in ("classification", "ensemble", "fusion")}
@@ -87,6 +89,8 @@ def fresh(runs, wavs, emodb_store, tmp_path_factory):
         ("classification/export-over", ["export", models["classification"], "--out", str(folder / "old-export"),
                                         "--overwrite"]),
         ("classification/exported-over", ["predict", *wavs, "--model", str(folder / "old-export"), "--json"]),
+        ("classification/export-over-notes", ["export", models["classification"], "--out", str(folder / "notes"),
+                                              "--overwrite"]),
         ("classification/timeline", ["predict", str(long), "--model", models["classification"], "--window", "2",
                                      "--hop", "0.5", "--out", str(folder / "timeline")]),
         ("ensemble/predict", ["predict", *wavs, "--model", models["ensemble"], "--json"]),
@@ -152,6 +156,7 @@ def test_classification_run_predicts_evaluates_and_exports(fresh, runs):
     # --overwrite replaces an older export whole: its lone model is gone, the run's folds answer.
     _ok(results, "classification/export-over")
     assert not (folder / "old-export" / "saved_model.pb").exists()
+    assert (folder / "notes" / "notes.txt").exists()  # --overwrite refused a folder that is not an export
     over = _table(results, "classification/exported-over")
     np.testing.assert_allclose(over[columns], table[columns], rtol=1e-4, atol=1e-5)
 
@@ -242,6 +247,7 @@ def test_timeline_of_a_long_recording(fresh, runs, wavs):
     ("bad/inspect", 2, ("missing column(s) ['path'",)),
     ("bad/export", 2, ("no model here",)),
     ("classification/export-again", 2, ("already holds files", "--overwrite")),
+    ("classification/export-over-notes", 2, ("holds notes.txt, which no export wrote",)),
 ])
 def test_each_command_refuses_bad_input_in_a_new_process(fresh, name, status, says):
     results, _ = fresh
