@@ -408,6 +408,10 @@ def test_the_api_key(server, files):
                          timeout=60)
     assert bare.status_code == 401  # the key without its scheme
     assert requests.get(f"{url}/v1/health/", timeout=10).json()["status"] == "ok"  # a trailing slash: public too
+    # What the server does not serve answers in the same JSON shape.
+    for method, status, where in (("GET", 405, "/v1/predict"), ("GET", 404, "/v1/nothing")):
+        answer = requests.request(method, f"{url}{where}", headers={"X-API-Key": KEY}, timeout=10)
+        assert answer.status_code == status and "the API is" in answer.json()["error"], answer.text
 
 
 def test_a_client_that_leaves_frees_its_work(server, files):

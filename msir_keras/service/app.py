@@ -100,6 +100,7 @@ def create_app(detector, path, limits=None):
         ValueError: an empty API key.
     """
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse
     from starlette.routing import Mount, Route
@@ -236,6 +237,10 @@ def create_app(detector, path, limits=None):
 
         return Response(status_code=499)  # nginx's "client closed request": the client left, nothing is sent
 
+    async def not_served(request, error):  # 404, 405: the JSON shape of every other answer
+        return _error(error.status_code, f"{error.detail}: {request.method} {request.url.path}; the API is "
+                                         "POST /v1/predict, POST /v1/timeline, GET /v1/health")
+
     async def bug(request, error):  # a fixed line and an id to the client; details to stderr and the log
         return _error(500, report_bug(request, error, log))
 
@@ -243,7 +248,7 @@ def create_app(detector, path, limits=None):
         Route("/", index), Route("/v1/health", health), Route("/v1/predict", predict, methods=["POST"]),
         Route("/v1/timeline", timeline, methods=["POST"]), Mount("/static", StaticFiles(directory=STATIC)),
     ], lifespan=lifespan, exception_handlers={RequestProblem: refused, AudioError: bad_audio, Cancelled: gone,
-                                              ClientDisconnect: gone, Exception: bug})
+                                              ClientDisconnect: gone, HTTPException: not_served, Exception: bug})
     app.state.batcher = batcher
     return Guard(app, limits.api_key, log)
 
