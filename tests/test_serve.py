@@ -361,7 +361,8 @@ def test_bad_input_gets_the_clis_reason_and_status(server, files):
 
     streamed = requests.post(f"{url}/v1/predict", data=chunks(), timeout=30, headers={"X-API-Key": KEY})
     assert streamed.status_code == 413
-    for query, words in [("window=-1", "window must be a number"), ("window=4_0", "window must be a number"),
+    for query, words in [("window=-1", "window must be a positive number"),
+                         ("window=4_0", "window must be a positive number"),
                          ("window=0.001&hop=1", "window must be at least 0.025 s"),
                          ("hop=1e-300", "hop must be at least 0.001 s")]:
         window = _post(f"{url}/v1/timeline?{query}", files["load"][0])

@@ -51,8 +51,8 @@ def _seconds(request, name, default, least):
         return default
     value = float(text) if NUMBER.fullmatch(text) else None
     if value is None or not value < 3600:
-        raise RequestProblem(400, f"{name} must be a positive number of seconds below 3600, written plainly "
-                                  f"(such as 4 or 0.5), got {text[:40]!r}")
+        raise RequestProblem(400, f"{name} must be a positive number of seconds below 3600 (such as 4 or 0.5), "
+                                  f"got {text[:40]!r}")
     if value < least:
         raise RequestProblem(400, f"{name} must be at least {least:g} s, got {text[:40]}")
     return value
