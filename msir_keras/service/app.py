@@ -22,7 +22,7 @@ import re
 import threading
 
 from msir_keras.audio import SAMPLE_RATE, AudioError, read_audio
-from msir_keras.detector import HOPS_PER_WINDOW, TIMELINE_WINDOW
+from msir_keras.detector import HOPS_PER_WINDOW, TIMELINE_WINDOW, _is_detection
 from msir_keras.service.batcher import Batcher, Cancelled
 from msir_keras.service.guard import Guard, RequestLog, report_bug
 from msir_keras.service.guard import error_response as _error  # one shape for every refusal
@@ -76,11 +76,12 @@ def model_card(detector, path):
         "classes": {target: list(names) for target, names in detector.class_names.items()},
         "folds": len(detector.models),
         "inputs": sorted(detector.feature_config),
-        "branches": config.get("branches", sorted(detector.feature_config)),
+        "branches": config.get("branches"),  # an export keeps no run config: its "inputs" say what it reads
         "upstream": (os.path.basename(os.path.normpath(upstream)) if upstream and os.path.isabs(upstream)
                      else upstream) or "off",
         "corpus": {key: config[key] for key in ("corpus", "emotions", "split", "n_folds") if key in config} or None,
-        "task": config.get("task"),
+        "task": config.get("task") or ("detection" if any(_is_detection(names) for names in
+                                                          detector.class_names.values()) else "classification"),
         "threshold": detector.threshold,
         "version": __version__,
     }

@@ -25,7 +25,7 @@ async function loadHealth() {
     return;
   }
   const classes = Object.values(health.classes).flat().filter((c) => !c.startsWith("not-"));
-  $("model").textContent = `Model: ${classes.join(", ")} · branches ${health.branches.join("+")} · upstream ` +
+  $("model").textContent = `Model: ${classes.join(", ")} · ${health.branches ? "branches " + health.branches.join("+") : "inputs " + health.inputs.join("+")} · upstream ` +
     `${health.upstream} · trained on ${health.corpus ? health.corpus.corpus : "an unknown corpus"} · ` +
     `${health.folds} fold model(s)`;
   $("version").textContent = health.version;
